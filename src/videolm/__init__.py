@@ -1,0 +1,1 @@
+"""videolm: video (language) modeling over k-means patch codes."""

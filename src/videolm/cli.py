@@ -1,0 +1,21 @@
+"""Running a stage: load and validate `params.yaml` (with command-line overrides), call the
+stage's function, and turn a user error into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from videolm.config import Params, load_params
+from videolm.errors import VideoLMError
+
+
+def run_stage(main, argv: list[str] | None = None) -> None:
+    """`main(params)` with params from `./params.yaml` and `key=value` overrides in `argv`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        params: Params = load_params(".", sys.argv[1:] if argv is None else argv)
+        main(params)
+    except VideoLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

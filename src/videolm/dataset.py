@@ -1,0 +1,46 @@
+"""Training batches: random spatio-temporal crops of code grids, from every training video.
+
+Item `i` of `CodeGridDataset` is a crop drawn by a generator seeded with `(seed, i)`, so
+the sequence of batches is the same in every run and with any number of DataLoader
+workers. Videos are drawn in proportion to the number of crops they hold, so videos of
+any size and count mix in one batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videolm.codes import CodeGrid
+from videolm.errors import VideoLMError
+
+
+class CodeGridDataset(Dataset):
+    def __init__(self, grids: list[CodeGrid], part: str, steps: int, crop: int, length: int, seed: int):
+        """Crops of `steps` consecutive frames of `part`, `crop` x `crop` cells (clamped to the grids)."""
+        self.ranges = []  # (grid, first frame, last start + 1)
+        for grid in grids:
+            start, stop = grid.part(part)
+            if stop - start >= steps:
+                self.ranges.append((grid, start, stop - steps + 1))
+        if not self.ranges:
+            raise VideoLMError(f"no video has {steps} consecutive {part} frames (lower train.bptt)")
+        self.crop = min([crop] + [min(g.codes.shape[1:]) for g, _, _ in self.ranges])
+        self.steps, self.length, self.seed = steps, length, seed
+        counts = np.array([(last - first) * (g.codes.shape[1] - self.crop + 1) * (g.codes.shape[2] - self.crop + 1)
+                           for g, first, last in self.ranges], np.float64)
+        self.weights = counts / counts.sum()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """(steps, crop, crop) int64 codes."""
+        rng = np.random.default_rng([self.seed, i])
+        grid, first, last = self.ranges[rng.choice(len(self.ranges), p=self.weights)]
+        t = rng.integers(first, last)
+        y = rng.integers(0, grid.codes.shape[1] - self.crop + 1)
+        x = rng.integers(0, grid.codes.shape[2] - self.crop + 1)
+        clip = grid.codes[t:t + self.steps, y:y + self.crop, x:x + self.crop]
+        return torch.from_numpy(clip.astype(np.int64))

@@ -1,0 +1,103 @@
+"""Scoring whole frames: the model's and the baselines' log-likelihood of the next frame.
+
+The model runs over each video from its first frame with the recurrent state carried
+through, and is scored on the frames of one part (validation or test) given everything
+before them: the same conditioning as a language model scored on a held-out text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from videolm.baselines import Baselines
+from videolm.codes import Codebook, CodeGrid
+from videolm.errors import VideoLMError
+from videolm.metrics import bits_per_patch, perplexity, psnr_from_mse
+
+
+@dataclass
+class Scores:
+    """Running sums over the scored frames of one part."""
+
+    nll: dict[str, float] = field(default_factory=lambda: {"model": 0.0, "unigram": 0.0, "copy_previous": 0.0})
+    count: int = 0
+
+    def mean(self, name: str) -> float:
+        return self.nll[name] / max(self.count, 1)
+
+
+@torch.no_grad()
+def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 8):
+    """Run the model over frames [0, stop - 1); for targets t in [max(start, 1), stop) yield
+    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor) in order."""
+    model.eval()
+    first = max(start, 1)
+    state = None
+    x = torch.from_numpy(codes.astype(np.int64))[None]  # (1, T, H, W)
+    for i in range(0, stop - 1, chunk):
+        j = min(i + chunk, stop - 1)
+        logits, _, state = model(x[:, i:j], state)  # predicts frames i+1 .. j
+        for s in range(max(first - 1 - i, 0), j - i):
+            t = i + s + 1
+            logp = F.log_softmax(logits[0, s].float(), -1)  # (H, W, k)
+            nll = -logp.gather(-1, x[0, t][..., None]).squeeze(-1)
+            yield t, nll.numpy(), logp
+
+
+def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | None = None,
+               on_frame=None) -> Scores:
+    """Mean NLL (nats per code) of every `part` frame given its past, for the model and baselines.
+
+    `on_frame(grid, t, logp)` is called for each scored frame (e.g. to rebuild predictions).
+    """
+    scores = Scores()
+    for grid in grids:
+        start, stop = grid.part(part)
+        for t, nll, logp in predict_video(model, grid.codes, start, stop):
+            target, previous = grid.codes[t].astype(np.int64), grid.codes[t - 1].astype(np.int64)
+            scores.nll["model"] += float(nll.sum())
+            if baselines is not None:
+                scores.nll["unigram"] += float(baselines.unigram_nll(target).sum())
+                scores.nll["copy_previous"] += float(baselines.copy_nll(previous, target).sum())
+            scores.count += target.size
+            if on_frame is not None:
+                on_frame(grid, t, logp)
+    return scores
+
+
+def evaluate(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
+             baselines: Baselines, stride: int) -> dict:
+    """Test metrics: bits per patch and perplexity (model and baselines), and 1-step PSNR.
+
+    `read_frames(video_id)` gives the video's true gray frames (T, H, W); PSNR is computed on the part of
+    the frame covered by the patch grid, pooled over all test frames (mean squared error
+    first, then dB).
+    """
+    sq = {"model": 0.0, "copy_last": 0.0, "codebook": 0.0}
+    pixels = [0]
+
+    def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor) -> None:
+        video = read_frames(grid.video_id)
+        predicted = codebook.decode(logp.argmax(-1).numpy()[None], stride)[0]
+        h, w = predicted.shape
+        truth = video[t, :h, :w].astype(np.float64)
+        sq["model"] += float(((truth - predicted) ** 2).sum())
+        sq["copy_last"] += float(((truth - video[t - 1, :h, :w]) ** 2).sum())
+        sq["codebook"] += float(((truth - codebook.decode(grid.codes[t][None].astype(np.int64), stride)[0]) ** 2).sum())
+        pixels[0] += truth.size
+
+    scores = score_part(model, grids, "test", baselines, add_psnr_terms)
+    if scores.count == 0:
+        raise VideoLMError("no test frames to evaluate (check data.test_fraction and the split)")
+    metrics = {"test_patches": scores.count}
+    for name in scores.nll:
+        metrics[f"{name}_bits_per_patch"] = bits_per_patch(scores.mean(name))
+        metrics[f"{name}_perplexity"] = perplexity(scores.mean(name))
+    metrics["model_vs_copy_previous_perplexity"] = metrics["model_perplexity"] / metrics["copy_previous_perplexity"]
+    for name, total in sq.items():
+        metrics[f"psnr_1step_{name}"] = psnr_from_mse(total / pixels[0])
+    return metrics

@@ -1,0 +1,105 @@
+"""Frame extraction: videos -> one HDF5 file of gray uint8 frames per video.
+
+A folder of per-video files (rather than one big file) lets parallel workers write
+independently and lets DVC track the folder as one output.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from videolm.config import DataConfig
+from videolm.io import atomic_path, create_h5, h5_dataset, write_attrs, write_json
+from videolm.video import Video, VideoError, assign_videos, decode_gray, split_bounds, split_rule, video_fps
+
+log = logging.getLogger(__name__)
+
+BLOCK = 32  # frames appended to the HDF5 dataset at a time
+
+
+@dataclass
+class VideoFrames:
+    """One video's frames file, opened lazily."""
+
+    path: Path
+    video_id: str
+    source: str
+    n_frames: int
+    frame_shape: tuple[int, int]
+    train_end: int
+    val_end: int
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        with h5py.File(self.path, "r") as f:
+            return f["frames"][start:stop]
+
+
+def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> list[dict]:
+    """Decode `videos` to `out_dir/<video_id>.h5`; return one summary row per video."""
+    rule = split_rule(cfg, len(videos))
+    parts = assign_videos(videos, cfg, seed) if rule in ("video", "ucf101") else {}
+    rows = []
+    with atomic_path(out_dir) as tmp_dir:
+        tmp_dir.mkdir()
+        for video in tqdm(videos, desc="extract_frames", unit="video"):
+            part = "time" if rule == "time" else parts.get(video.video_id)
+            if part is None:
+                log.warning("%s: not in the UCF-101 split lists, skipped", video.source)
+                continue
+            n = write_video_frames(video, tmp_dir / f"{video.video_id}.h5", cfg, rule, part)
+            train_end, val_end = split_bounds(part, n, cfg)
+            rows.append({"video": video.source, "frames": n, "train_end": train_end, "val_end": val_end})
+        write_json(tmp_dir / "videos.json", rows)
+    return rows
+
+
+def write_video_frames(video: Video, path: Path, cfg: DataConfig, rule: str, part: str) -> int:
+    """Stream one video's gray frames into an HDF5 file; return the number of frames."""
+    frames = decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)
+    first = next(frames, None)
+    if first is None:
+        raise VideoError(f"{video.source}: no frames could be decoded")
+    height, width = first.shape
+    with create_h5(path) as f:
+        dset = h5_dataset(f, "frames", shape=(0, height, width), maxshape=(None, height, width),
+                          dtype=np.uint8, chunks=(1, height, width), compression="lzf")
+        block = [first]
+        n = 0
+        for frame in frames:
+            block.append(frame)
+            if len(block) == BLOCK:
+                n = _append(dset, block, n)
+                block = []
+        n = _append(dset, block, n)
+        train_end, val_end = split_bounds(part, n, cfg)
+        write_attrs(f, {"source": video.source, "fps": video_fps(video.path), "split_rule": rule,
+                        "part": part, "train_end": train_end, "val_end": val_end})
+    return n
+
+
+def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
+    if block:
+        dset.resize(n + len(block), axis=0)
+        dset[n:n + len(block)] = np.stack(block)
+    return n + len(block)
+
+
+def list_frames(frames_dir: str | Path) -> list[VideoFrames]:
+    """The frames files of an `extract_frames` output folder, sorted by video id."""
+    paths = sorted(Path(frames_dir).glob("*.h5"))
+    if not paths:
+        raise VideoError(f"{frames_dir}: no frames files (run the extract_frames stage first)")
+    out = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            n, height, width = f["frames"].shape
+            out.append(VideoFrames(path, path.stem, str(a["source"]), n, (height, width),
+                                   int(a["train_end"]), int(a["val_end"])))
+    return out

@@ -1,0 +1,97 @@
+"""The recurrent convolutional network (rCNN) of Ranzato et al. (2014), top to bottom.
+
+At every time step each code of the grid is embedded, a stack of convolutions mixes
+each location with its spatial neighbourhood, and the recurrent state is updated with a
+1x1 convolution (a fully connected layer shared across locations, so that border
+effects do not travel through time):
+
+    x_t = s(W_xL * ... s(W_x1 * E[c_t]))          input convolutions, kernel k x k
+    h_t = s(x_t + W_h h_{t-1})                    1x1 recurrence
+    p(c_{t+1} | c_{<=t}) = softmax(out(h_t))      at every location
+
+The output layer (`head`) is one of:
+- independent: a linear map from h_t to k scores;
+- tied: h_t is mapped to the embedding space and scored against the input table;
+- atom: like tied, but each code's vector is a learned linear map of its centroid atom
+  (the 8x8 patch it stands for) plus a small per-code vector, so that codes that look
+  alike share statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from videolm.config import ModelConfig
+
+NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+
+
+class CodeEmbedding(nn.Module):
+    """The vector of each code: a lookup table, or a map of its centroid atom plus a table."""
+
+    def __init__(self, k: int, dim: int, atoms: torch.Tensor | None = None):
+        super().__init__()
+        self.table = nn.Embedding(k, dim)
+        if atoms is None:
+            self.atom_map = None
+        else:
+            self.register_buffer("atoms", atoms.float())  # (k, size*size), gray / std
+            self.atom_map = nn.Linear(atoms.shape[1], dim)
+            nn.init.normal_(self.table.weight, std=0.02)  # the atoms carry most of the signal
+
+    def weight(self) -> torch.Tensor:
+        """(k, dim) vectors of all codes."""
+        if self.atom_map is None:
+            return self.table.weight
+        return self.atom_map(self.atoms) + self.table.weight
+
+
+class RCNN(nn.Module):
+    def __init__(self, cfg: ModelConfig, k: int, atoms: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.k = k
+        act = NONLINEARITIES[cfg.nonlinearity]
+        self.embed = CodeEmbedding(k, cfg.embed_dim, atoms if cfg.head == "atom" else None)
+        layers, channels = [], cfg.embed_dim
+        for _ in range(cfg.input_layers):
+            layers += [nn.Conv2d(channels, cfg.hidden, cfg.kernel_size, padding=cfg.kernel_size // 2), act()]
+            channels = cfg.hidden
+        self.inputs = nn.Sequential(*layers[:-1])  # the last nonlinearity is applied with the recurrence
+        self.recur = nn.Conv2d(cfg.hidden, cfg.hidden, 1, bias=False)
+        self.act = act()
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.head == "independent":
+            self.out = nn.Linear(cfg.hidden, k)
+        else:
+            self.out = nn.Linear(cfg.hidden, cfg.embed_dim)
+            self.out_bias = nn.Parameter(torch.zeros(k))
+
+    def forward(self, codes: torch.Tensor, state: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None):
+        """codes (B, T, H, W) int64 -> logits (B, T, H, W, k) for the next frame's codes.
+
+        Returns (logits, loss, state): loss is the mean cross-entropy against `targets`
+        (B, T, H, W) when given, and `state` (B, hidden, H, W) continues the sequence.
+        """
+        b, t, h, w = codes.shape
+        table = self.embed.weight()  # (k, E)
+        x = table[codes].permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)  # (B*T, E, H, W)
+        x = self.inputs(x).reshape(b, t, -1, h, w)  # (B, T, C, H, W), all steps at once
+        if state is None:
+            state = x.new_zeros(b, self.cfg.hidden, h, w)
+        states = []
+        for step in range(t):
+            state = self.act(x[:, step] + self.recur(state))  # (B, C, H, W)
+            states.append(state)
+        feats = self.drop(torch.stack(states, 1).permute(0, 1, 3, 4, 2))  # (B, T, H, W, C)
+        if self.cfg.head == "independent":
+            logits = self.out(feats)  # (B, T, H, W, k)
+        else:
+            logits = self.out(feats) @ table.T + self.out_bias  # (B, T, H, W, k)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.k), targets.reshape(-1))
+        return logits, loss, state

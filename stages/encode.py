@@ -1,0 +1,31 @@
+"""Stage `encode`: every frame of every video to a code grid, and the quantization PSNR."""
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from videolm.cli import run_stage
+from videolm.codes import encode_video, load_codebook
+from videolm.frames import list_frames
+from videolm.io import atomic_path, write_json
+from videolm.metrics import psnr_from_mse
+
+
+def main(params) -> None:
+    codebook = load_codebook(params.paths.codebook)
+    totals = [0.0, 0, 0.0, 0]
+    with atomic_path(params.paths.codes) as tmp:
+        tmp.mkdir()
+        for video in tqdm(list_frames(params.paths.frames), desc="encode", unit="video"):
+            sums = encode_video(video, codebook, params.patches.stride, params.encode.chunk_frames,
+                                tmp / f"{video.video_id}.h5")
+            totals = [a + b for a, b in zip(totals, sums)]
+    sq_all, n_all, sq_test, n_test = totals
+    metrics = {"quantization_psnr": psnr_from_mse(sq_all / n_all),
+               "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None}
+    write_json(Path(params.paths.metrics) / "encode.json", metrics)
+    print(metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)
