@@ -39,6 +39,11 @@ class Codebook:
         """(k, size, size) centroids in gray levels."""
         return (self.centroids * self.std).reshape(self.k, self.size, self.size)
 
+    def mirror_map(self) -> np.ndarray:
+        """(k,) index of the code nearest to each centroid mirrored left-right."""
+        flipped = self.centroids.reshape(self.k, self.size, self.size)[:, :, ::-1].reshape(self.k, -1)
+        return assign_codes(flipped, self.centroids)
+
     def decode(self, codes: np.ndarray, stride: int) -> np.ndarray:
         """(N, rows, cols) codes -> (N, H, W) float gray frames, overlaps averaged."""
         return reconstruct(self.centroids[codes] * self.std, self.size, stride)

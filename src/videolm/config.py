@@ -98,6 +98,8 @@ class TrainConfig:
     batch_size: int = 16
     crop: int = 8  # side of the random spatial crop, in code cells
     bptt: int = 8  # time steps per crop (truncated back-propagation through time)
+    reverse_time: bool = False  # augmentation: play half the crops backwards
+    mirror: bool = False  # augmentation: mirror half the crops left-right (codes remapped)
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 2e-3
     schedule: str = "cosine"  # cosine | constant
@@ -141,9 +143,9 @@ class Params:
                "val_fraction + test_fraction < 1")
         _check("patches.size", p.size, 2 <= p.size <= 64, "2..64 pixels")
         _check("patches.stride", p.stride, 1 <= p.stride <= p.size, f"1..patches.size ({p.size})")
+        _check("codebook.k", c.k, 2 <= c.k <= 65535, "2..65535 (codes are stored as uint16)")
         _check("patches.n_train", p.n_train, p.n_train >= c.k, f">= codebook.k ({c.k})")
         _check("patches.n_heldout", p.n_heldout, p.n_heldout >= 1, ">= 1")
-        _check("codebook.k", c.k, 2 <= c.k <= 65535, "2..65535 (codes are stored as uint16)")
         _check("codebook.batch_size", c.batch_size, c.batch_size >= 1, ">= 1")
         _check("codebook.max_iter", c.max_iter, c.max_iter >= 1, ">= 1")
         _one_of("codebook.init", c.init, ["random", "k-means++"])

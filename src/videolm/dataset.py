@@ -17,8 +17,14 @@ from videolm.errors import VideoLMError
 
 
 class CodeGridDataset(Dataset):
-    def __init__(self, grids: list[CodeGrid], part: str, steps: int, crop: int, length: int, seed: int):
-        """Crops of `steps` consecutive frames of `part`, `crop` x `crop` cells (clamped to the grids)."""
+    def __init__(self, grids: list[CodeGrid], part: str, steps: int, crop: int, length: int, seed: int,
+                 reverse_time: bool = False, mirror: np.ndarray | None = None):
+        """Crops of `steps` consecutive frames of `part`, `crop` x `crop` cells (clamped to the grids).
+
+        Augmentations, each applied to half the crops: `reverse_time` plays the crop
+        backwards (motion reversed is still plausible motion); `mirror` (k,) maps each code
+        to the code of its left-right mirrored atom, and mirrors the crop.
+        """
         self.ranges = []  # (grid, first frame, last start + 1)
         for grid in grids:
             start, stop = grid.part(part)
@@ -28,6 +34,7 @@ class CodeGridDataset(Dataset):
             raise VideoLMError(f"no video has {steps} consecutive {part} frames (lower train.bptt)")
         self.crop = min([crop] + [min(g.codes.shape[1:]) for g, _, _ in self.ranges])
         self.steps, self.length, self.seed = steps, length, seed
+        self.reverse_time, self.mirror = reverse_time, mirror
         counts = np.array([(last - first) * (g.codes.shape[1] - self.crop + 1) * (g.codes.shape[2] - self.crop + 1)
                            for g, first, last in self.ranges], np.float64)
         self.weights = counts / counts.sum()
@@ -42,5 +49,9 @@ class CodeGridDataset(Dataset):
         t = rng.integers(first, last)
         y = rng.integers(0, grid.codes.shape[1] - self.crop + 1)
         x = rng.integers(0, grid.codes.shape[2] - self.crop + 1)
-        clip = grid.codes[t:t + self.steps, y:y + self.crop, x:x + self.crop]
-        return torch.from_numpy(clip.astype(np.int64))
+        clip = grid.codes[t:t + self.steps, y:y + self.crop, x:x + self.crop].astype(np.int64)
+        if self.reverse_time and rng.random() < 0.5:
+            clip = clip[::-1]
+        if self.mirror is not None and rng.random() < 0.5:
+            clip = self.mirror[clip[:, :, ::-1]]
+        return torch.from_numpy(np.ascontiguousarray(clip))

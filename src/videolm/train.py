@@ -50,7 +50,8 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     total_steps = t.epochs * t.steps_per_epoch
     lr_at = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps))) if t.schedule == "cosine" else (lambda s: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop, total_steps * t.batch_size, params.seed)
+    data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop, total_steps * t.batch_size, params.seed,
+                           reverse_time=t.reverse_time, mirror=codebook.mirror_map() if t.mirror else None)
     batches = iter(DataLoader(data, batch_size=t.batch_size, shuffle=False))
     has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
 

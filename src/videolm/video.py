@@ -9,6 +9,7 @@ lists) gives a training video `(T, T)`, a validation video `(0, T)` and a test v
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,19 @@ def find_videos(folder: str | Path, extensions: list[str]) -> list[Video]:
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
     if not paths:
         raise VideoError(f"data.dir={str(folder)!r}: no video files with extensions {sorted(exts)}")
-    videos = []
-    for p in paths:
-        source = p.relative_to(folder).as_posix()
-        videos.append(Video(p, source, video_id_of(source)))
-    return videos
+    sources = [p.relative_to(folder).as_posix() for p in paths]
+    ids = [video_id_of(s) for s in sources]
+    clashes = {i for i in ids if ids.count(i) > 1}
+    return [Video(p, s, f"{i}-{hashlib.sha1(s.encode()).hexdigest()[:8]}" if i in clashes else i)
+            for p, s, i in zip(paths, sources, ids)]
 
 
 def video_id_of(source: str) -> str:
-    """A file-name safe id: the relative path without extension, '/' replaced by '__'."""
+    """A file-name safe id: the relative path without extension, '/' replaced by '__'.
+
+    Where two sources give the same id (`clip.mp4` and `clip.avi`), `find_videos` appends a
+    hash of each source to keep them apart.
+    """
     stem = source.rsplit(".", 1)[0]
     return re.sub(r"[^\w.-]+", "_", stem.replace("/", "__"))
 
@@ -119,7 +124,8 @@ def assign_videos(videos: list[Video], cfg: DataConfig, seed: int) -> dict[str, 
     n_test = max(1, int(round(len(videos) * cfg.test_fraction)))
     n_val = max(1, int(round(len(videos) * cfg.val_fraction)))
     if n_test + n_val >= len(videos):
-        raise VideoError(f"data.split=video needs at least 3 videos, found {len(videos)} in {cfg.dir!r}")
+        raise VideoError(f"data.split=video: {n_test} test + {n_val} validation videos (data.test_fraction, "
+                         f"data.val_fraction) leave no training video among the {len(videos)} in {cfg.dir!r}")
     parts = {}
     for rank, i in enumerate(order):
         parts[videos[i].video_id] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"

@@ -1,0 +1,158 @@
+"""The rCNN and rNN: shapes, loss, gradients, spatial context, and the carried state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from videolm.codebook import codebook_digest
+from videolm.codes import Codebook
+from videolm.config import ModelConfig, as_dict
+from videolm.errors import VideoLMError
+from videolm.generate import extrapolate
+from videolm.models import RCNN, RNN, build_model, load_model
+
+K = 16
+B, T, GH, GW = 2, 5, 6, 7
+
+
+@pytest.fixture(scope="module")
+def codebook() -> Codebook:
+    centroids = np.random.default_rng(0).normal(size=(K, 16)).astype(np.float32)
+    return Codebook(centroids, 1.0, 4, codebook_digest(centroids))
+
+
+def tiny(name="rcnn", head="atom", **kw) -> ModelConfig:
+    return ModelConfig(name=name, head=head, embed_dim=8, hidden=12, kernel_size=3, input_layers=kw.pop("layers", 1),
+                       nonlinearity=kw.pop("nonlinearity", "tanh"), dropout=0.0, **kw)
+
+
+def codes(seed=0, shape=(B, T, GH, GW)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, K, shape, generator=g)
+
+
+@pytest.mark.parametrize("name", ["rcnn", "rnn"])
+@pytest.mark.parametrize("head", ["independent", "tied", "atom"])
+def test_forward_loss_backward(codebook, name, head):
+    torch.manual_seed(0)
+    model = build_model(tiny(name, head), codebook)
+    assert isinstance(model, RNN if name == "rnn" else RCNN)
+    x = codes()
+    logits, loss, state = model(x[:, :-1], targets=x[:, 1:])
+    assert logits.shape == (B, T - 1, GH, GW, K)
+    assert state.shape == (B, 12, GH, GW)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # an untrained model is close to uniform over the k codes
+    assert abs(loss.item() - np.log(K)) < 1.0
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, K), x[:, 1:].reshape(-1))
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+    # without targets: no loss
+    _, no_loss, _ = model(x)
+    assert no_loss is None
+
+
+@pytest.mark.parametrize("head", ["independent", "tied", "atom"])
+def test_heads_have_their_parameters(codebook, head):
+    model = build_model(tiny("rcnn", head), codebook)
+    names = {n for n, _ in model.named_parameters()}
+    assert ("embed.atom_map.weight" in names) == (head == "atom")
+    assert ("out_bias" in names) == (head != "independent")
+    if head == "atom":
+        # the atom head's code vectors are built from the codebook's centroids
+        assert torch.equal(model.embed.atoms, torch.from_numpy(codebook.centroids))
+
+
+def test_rnn_is_all_1x1(codebook):
+    model = build_model(tiny("rnn", "atom", layers=3), codebook)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.kernel_size == (1, 1) for c in convs)
+    rcnn = build_model(tiny("rcnn", "atom", layers=2), codebook)
+    assert sum(c.kernel_size == (3, 3) for c in rcnn.modules() if isinstance(c, torch.nn.Conv2d)) == 2
+
+
+@pytest.mark.parametrize("head", ["independent", "atom"])
+def test_spatial_context(codebook, head):
+    torch.manual_seed(0)
+    rnn = build_model(tiny("rnn", head), codebook).eval()
+    torch.manual_seed(0)
+    rcnn = build_model(tiny("rcnn", head), codebook).eval()
+    x = codes(seed=1)
+    y, xx, t = 3, 3, 2
+    changed = x.clone()
+    changed[:, t, y, xx] = (x[:, t, y, xx] + 1) % K
+
+    with torch.no_grad():
+        diff_rnn = (rnn(x)[0] - rnn(changed)[0]).abs().amax(-1)  # (B, T, H, W)
+        diff_rcnn = (rcnn(x)[0] - rcnn(changed)[0]).abs().amax(-1)
+
+    # the rNN: only the changed location, from the changed step on
+    assert diff_rnn[:, t:, y, xx].min() > 1e-4
+    mask = torch.zeros_like(diff_rnn, dtype=torch.bool)
+    mask[:, t:, y, xx] = True
+    assert diff_rnn[~mask].max() < 1e-6
+    # the rCNN: the neighbours too (one kernel radius at step t), never the past
+    assert diff_rcnn[:, :t].max() < 1e-6
+    for dy, dx in [(0, 1), (1, 0), (-1, -1), (1, 1)]:
+        assert diff_rcnn[:, t, y + dy, xx + dx].min() > 1e-4, (dy, dx)
+    assert diff_rcnn[:, t:, y + 1, xx + 1].min() > 1e-4  # carried by the state afterwards
+    # the recurrence is 1x1: the change never spreads beyond one kernel radius, at any later step
+    assert diff_rcnn[:, t:, y + 2, xx].max() < 1e-6
+    assert diff_rcnn[:, t:, y, xx - 2].max() < 1e-6
+
+
+@pytest.mark.parametrize("name", ["rcnn", "rnn"])
+def test_state_carries_over(codebook, name):
+    torch.manual_seed(0)
+    model = build_model(tiny(name, "atom", layers=2, nonlinearity="relu"), codebook).eval()
+    x = codes(seed=2, shape=(B, 9, GH, GW))
+    with torch.no_grad():
+        full, _, state_full = model(x)
+        first, _, state = model(x[:, :4])
+        second, _, state_two = model(x[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state_two, state_full, rtol=1e-5, atol=1e-5)
+    # and the state does matter: starting the second half fresh gives other logits
+    with torch.no_grad():
+        fresh, _, _ = model(x[:, 4:])
+    assert (fresh - second).abs().max() > 1e-3
+
+
+def test_load_model_round_trip(codebook, tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny("rnn", "tied")
+    model = build_model(cfg, codebook)
+    path = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(), "model_config": as_dict(cfg), "codebook": codebook.digest}, path)
+    loaded = load_model(path, codebook)
+    x = codes(seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model.eval()(x)[0])
+    other = Codebook(codebook.centroids + 1, 1.0, 4, codebook_digest(codebook.centroids + 1))
+    with pytest.raises(VideoLMError, match="model.pt"):
+        load_model(path, other)
+    with pytest.raises(VideoLMError, match="nothing.pt"):
+        load_model(tmp_path / "nothing.pt", codebook)
+
+
+def test_extrapolate_feeds_back_argmax(codebook):
+    torch.manual_seed(0)
+    model = build_model(tiny("rcnn", "atom"), codebook).eval()
+    grid = codes(seed=4, shape=(1, 6, GH, GW))[0].numpy()
+    out = extrapolate(model, grid, t0=3, horizon=3)
+    assert out.shape == (3, GH, GW) and out.dtype == np.int64
+    assert out.min() >= 0 and out.max() < K
+    with torch.no_grad():
+        logits, _, _ = model(torch.from_numpy(grid[:3])[None])
+        np.testing.assert_array_equal(out[0], logits[0, -1].argmax(-1).numpy())
+        fed = np.concatenate([grid[:3], out[:2]])
+        logits, _, _ = model(torch.from_numpy(fed)[None])
+        np.testing.assert_array_equal(out[1:], logits[0, -2:].argmax(-1).numpy())
+    sampled = extrapolate(model, grid, t0=3, horizon=2, temperature=1.0, seed=5)
+    np.testing.assert_array_equal(sampled, extrapolate(model, grid, t0=3, horizon=2, temperature=1.0, seed=5))

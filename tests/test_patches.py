@@ -1,0 +1,119 @@
+"""Patch grids: cutting frames into patches and putting them back, sampling random patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from videolm.frames import VideoFrames
+from videolm.io import create_h5, h5_dataset
+from videolm.patches import (covered_shape, extract_patches, grid_shape, reconstruct, sample_patches,
+                             sample_training_patches)
+
+
+def random_frames(n=3, h=30, w=44, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("h, w, size, stride, expected", [
+    (48, 64, 8, 8, (6, 8)),
+    (50, 67, 8, 8, (6, 8)),  # the remainder is cropped
+    (48, 64, 8, 4, (11, 15)),
+    (8, 8, 8, 8, (1, 1)),
+    (10, 9, 4, 3, (3, 2)),
+])
+def test_grid_shape(h, w, size, stride, expected):
+    assert grid_shape(h, w, size, stride) == expected
+    rows, cols = expected
+    assert covered_shape(h, w, size, stride) == ((rows - 1) * stride + size, (cols - 1) * stride + size)
+    ch, cw = covered_shape(h, w, size, stride)
+    assert ch <= h and cw <= w and h - ch < stride and w - cw < stride
+
+
+@pytest.mark.parametrize("h, w", [(7, 64), (48, 7), (3, 3)])
+def test_grid_shape_frame_smaller_than_patch(h, w):
+    with pytest.raises(ValueError, match="smaller"):
+        grid_shape(h, w, 8, 8)
+    with pytest.raises(ValueError):
+        extract_patches(np.zeros((1, h, w), np.uint8), 8, 8)
+
+
+def test_extract_patches_layout():
+    frames = random_frames()
+    patches = extract_patches(frames, 8, 4)
+    assert patches.dtype == np.float32
+    assert patches.shape == (3, 6, 10, 64)
+    # patch (t, r, c) is the frame region at (r*stride, c*stride), pixels row-major
+    for t, r, c in [(0, 0, 0), (1, 2, 3), (2, 5, 9)]:
+        region = frames[t, r * 4:r * 4 + 8, c * 4:c * 4 + 8].reshape(-1)
+        np.testing.assert_array_equal(patches[t, r, c], region)
+
+
+@pytest.mark.parametrize("h, w, size, stride", [
+    (32, 48, 8, 8),
+    (35, 50, 8, 8),  # not a multiple of the patch: the remainder is cropped
+    (30, 44, 8, 4),  # overlapping
+    (30, 44, 8, 3),  # overlapping, stride not dividing the size
+    (17, 21, 4, 1),
+])
+def test_reconstruct_round_trip(h, w, size, stride):
+    frames = random_frames(h=h, w=w)
+    patches = extract_patches(frames, size, stride)
+    rebuilt = reconstruct(patches, size, stride)
+    ch, cw = covered_shape(h, w, size, stride)
+    assert rebuilt.shape == (3, ch, cw)
+    np.testing.assert_allclose(rebuilt, frames[:, :ch, :cw].astype(np.float32), atol=1e-4)
+
+
+def test_reconstruct_averages_overlaps():
+    # two overlapping 2x2 patches side by side (stride 1): the shared column is averaged
+    patches = np.array([[[[1, 1, 1, 1], [3, 3, 3, 3]]]], np.float32)  # (1, 1, 2, 4)
+    rebuilt = reconstruct(patches, 2, 1)
+    np.testing.assert_allclose(rebuilt[0], [[1, 2, 3], [1, 2, 3]])
+
+
+def test_sample_patches_are_frame_regions():
+    n_frames, h, w, size = 4, 20, 30, 5
+    # every pixel value is unique, so a patch's first pixel tells where it was cut from
+    frames = np.arange(n_frames * h * w, dtype=np.float64).reshape(n_frames, h, w)
+    patches = sample_patches(frames, 200, size, np.random.default_rng(0))
+    assert patches.shape == (200, size * size) and patches.dtype == np.float32
+    positions = set()
+    for patch in patches:
+        t, rest = divmod(int(patch[0]), h * w)
+        y, x = divmod(rest, w)
+        assert y + size <= h and x + size <= w
+        np.testing.assert_array_equal(patch, frames[t, y:y + size, x:x + size].reshape(-1))
+        positions.add((t, y, x))
+    assert len(positions) > 150  # random positions, not a few repeated ones
+    assert {t for t, _, _ in positions} == set(range(n_frames))
+    # any pixel offset, not only the grid positions
+    assert any(y % size or x % size for _, y, x in positions)
+
+
+def test_sample_patches_seeded():
+    frames = random_frames()
+    a = sample_patches(frames, 50, 8, np.random.default_rng(7))
+    b = sample_patches(frames, 50, 8, np.random.default_rng(7))
+    c = sample_patches(frames, 50, 8, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def write_frames(path, frames, train_end, val_end):
+    with create_h5(path) as f:
+        h5_dataset(f, "frames", data=frames)
+    return VideoFrames(path, path.stem, path.name, len(frames), frames.shape[1:], train_end, val_end)
+
+
+def test_sample_training_patches_uses_only_its_parts(tmp_path):
+    # training frames are dark (0..99), validation bright (150..199), test white (255)
+    rng = np.random.default_rng(0)
+    frames = np.concatenate([rng.integers(0, 100, (6, 16, 16)), rng.integers(150, 200, (2, 16, 16)),
+                             np.full((2, 16, 16), 255)]).astype(np.uint8)
+    video = write_frames(tmp_path / "v.h5", frames, 6, 8)
+    train, heldout, std = sample_training_patches([video], 300, 40, 4, seed=0)
+    assert train.shape == (300, 16) and heldout.shape == (40, 16)
+    assert std == pytest.approx(frames[:6].astype(np.float64).std(), rel=1e-6)
+    assert (train * std).max() < 100 + 1e-3
+    assert (heldout * std).min() > 150 - 1e-3 and (heldout * std).max() < 200 + 1e-3

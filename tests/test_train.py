@@ -1,0 +1,175 @@
+"""Training on code grids: crops, baselines, whole-frame scoring, and a tiny model that learns motion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from videolm.baselines import fit_baselines
+from videolm.codebook import codebook_digest
+from videolm.codes import Codebook, CodeGrid
+from videolm.config import ModelConfig, Params, TrainConfig
+from videolm.dataset import CodeGridDataset
+from videolm.errors import VideoLMError
+from videolm.evaluate import predict_video, score_part
+from videolm.models import build_model
+from videolm.train import train_model
+
+K = 16
+T, GH, GW = 30, 8, 8
+TRAIN_END, VAL_END = 20, 25
+
+
+def moving_grid(seed=0, video_id="clip") -> CodeGrid:
+    """Random codes moving one cell to the right per frame (wrapping)."""
+    base = np.random.default_rng(seed).integers(0, K, (GH, GW))
+    codes = np.stack([np.roll(base, t, axis=1) for t in range(T)]).astype(np.uint16)
+    return CodeGrid(video_id, codes, TRAIN_END, VAL_END)
+
+
+@pytest.fixture(scope="module")
+def codebook() -> Codebook:
+    centroids = np.random.default_rng(1).normal(size=(K, 16)).astype(np.float32)
+    return Codebook(centroids, 1.0, 4, codebook_digest(centroids))
+
+
+def tiny_params(seed=0, epochs=3, steps=100, **train) -> Params:
+    return Params(
+        seed=seed,
+        model=ModelConfig(name="rcnn", embed_dim=16, hidden=16, kernel_size=3, head="independent"),
+        train=TrainConfig(epochs=epochs, steps_per_epoch=steps, batch_size=4, crop=8, bptt=4,
+                          lr=0.01, schedule="cosine", grad_clip=1.0, threads=1, **train),
+    )
+
+
+# ---------------------------------------------------------------- crops
+
+
+def test_dataset_crops_stay_in_their_part():
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.integers(0, 5, (12, 6, 9)),  # training frames: codes 0..4
+                            rng.integers(5, 10, (4, 6, 9)),  # validation: 5..9
+                            rng.integers(10, 16, (4, 6, 9))]).astype(np.uint16)  # test: 10..15
+    grid = CodeGrid("v", codes, 12, 16)
+    data = CodeGridDataset([grid], "train", steps=5, crop=4, length=200, seed=3)
+    items = [data[i] for i in range(len(data))]
+    assert all(item.shape == (5, 4, 4) and item.dtype == torch.int64 for item in items)
+    assert max(int(item.max()) for item in items) <= 4
+    val = CodeGridDataset([grid], "val", steps=3, crop=4, length=50, seed=3)
+    values = torch.stack([val[i] for i in range(50)])
+    assert values.min() >= 5 and values.max() <= 9
+    # item i is the same crop in every run; different items differ
+    assert torch.equal(data[7], CodeGridDataset([grid], "train", 5, 4, 200, seed=3)[7])
+    assert any(not torch.equal(items[0], item) for item in items[1:])
+    # each crop is a real window of the grid
+    found = [(t, y, x) for t in range(12 - 4) for y in range(3) for x in range(6)
+             if np.array_equal(codes[t:t + 5, y:y + 4, x:x + 4], items[0].numpy())]
+    assert found
+
+
+def test_dataset_clamps_crop_and_refuses_short_parts():
+    grid = CodeGrid("v", np.zeros((10, 3, 5), np.uint16), 6, 8)
+    data = CodeGridDataset([grid], "train", steps=4, crop=8, length=3, seed=0)
+    assert data[0].shape == (4, 3, 3)
+    with pytest.raises(VideoLMError, match="bptt"):
+        CodeGridDataset([grid], "val", steps=4, crop=2, length=3, seed=0)
+
+
+# ---------------------------------------------------------------- baselines and scoring
+
+
+def test_baselines_are_distributions():
+    grid = moving_grid()
+    base = fit_baselines([grid], K)
+    assert base.unigram.shape == (K,) and base.unigram.sum() == pytest.approx(1.0)
+    train = grid.codes[:TRAIN_END].astype(np.int64)
+    expected_alpha = ((train[1:] == train[:-1]).sum() + 1) / (train[1:].size + 2)
+    assert base.alpha == pytest.approx(expected_alpha)
+    targets = np.arange(K)
+    for previous in (0, 5, 15):
+        p = np.exp(-base.copy_nll(np.full(K, previous), targets))
+        assert p.sum() == pytest.approx(1.0)
+        assert p[previous] == pytest.approx(base.alpha)
+    assert np.exp(-base.unigram_nll(targets)).sum() == pytest.approx(1.0)
+
+
+def test_predict_video_matches_one_pass(codebook):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
+    grid = moving_grid()
+    out = list(predict_video(model, grid.codes, TRAIN_END, VAL_END, chunk=3))
+    assert [t for t, _, _ in out] == list(range(TRAIN_END, VAL_END))
+    with torch.no_grad():
+        logits, _, _ = model(torch.from_numpy(grid.codes.astype(np.int64))[None])
+    logp = torch.log_softmax(logits[0], -1)
+    for t, nll, _ in out:
+        expected = -logp[t - 1].gather(-1, torch.from_numpy(grid.codes[t].astype(np.int64))[..., None])[..., 0]
+        np.testing.assert_allclose(nll, expected.numpy(), rtol=1e-4, atol=1e-5)
+    # the first frame has no past: scoring 'train' starts at frame 1
+    assert [t for t, _, _ in predict_video(model, grid.codes, 0, 4)] == [1, 2, 3]
+
+
+def test_score_part_counts(codebook):
+    model = build_model(ModelConfig(name="rnn", embed_dim=8, hidden=8, head="atom"), codebook)
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    base = fit_baselines(grids, K)
+    scores = score_part(model, grids, "val", base)
+    assert scores.count == 2 * (VAL_END - TRAIN_END) * GH * GW
+    for name in ("model", "unigram", "copy_previous"):
+        assert 0 < scores.mean(name) < 10
+    assert score_part(model, grids, "train").count == 2 * (TRAIN_END - 1) * GH * GW
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_tiny_model_learns_motion(codebook):
+    grids = [moving_grid()]
+    logged = []
+    model, summary = train_model(grids, codebook, tiny_params(), lambda e, m: logged.append((e, m)))
+
+    assert set(summary) == {"best_epoch", "epochs_run", "val_perplexity", "train_seconds", "parameters"}
+    assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
+    assert summary["train_seconds"] > 0
+    assert [e for e, _ in logged] == [1, 2, 3]
+    assert set(logged[0][1]) == {"train_loss", "train_perplexity", "val_loss", "val_perplexity"}
+    assert logged[-1][1]["train_loss"] < logged[0][1]["train_loss"]
+    assert summary["val_perplexity"] == pytest.approx(min(m["val_perplexity"] for _, m in logged))
+
+    base = fit_baselines(grids, K)
+    train = score_part(model, grids, "train", base)
+    train_ppl = math.exp(train.mean("model"))
+    copy_ppl = math.exp(train.mean("copy_previous"))
+    assert copy_ppl > 5  # the content moves: copying the previous frame is wrong almost everywhere
+    assert train_ppl < copy_ppl / 2, (train_ppl, copy_ppl)
+    assert train_ppl < 2.0
+    # and it generalizes to the held-out frames of the same motion
+    val = score_part(model, grids, "val", base)
+    assert math.exp(val.mean("model")) < math.exp(val.mean("copy_previous")) / 2
+    assert math.exp(val.mean("model")) == pytest.approx(summary["val_perplexity"], rel=1e-4)
+
+
+def test_training_is_reproducible(codebook):
+    grids = [moving_grid()]
+    a, summary_a = train_model(grids, codebook, tiny_params(epochs=1, steps=15))
+    b, _ = train_model(grids, codebook, tiny_params(epochs=1, steps=15))
+    c, _ = train_model(grids, codebook, tiny_params(seed=1, epochs=1, steps=15))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+    assert any(not torch.equal(sa[name], sc[name]) for name in sa)
+    assert summary_a["epochs_run"] == 1
+
+
+def test_training_without_validation_frames(codebook):
+    # a split with no validation frames: the training loss picks the epoch
+    grid = moving_grid()
+    grid = CodeGrid(grid.video_id, grid.codes, TRAIN_END, TRAIN_END)
+    model, summary = train_model([grid], codebook, tiny_params(epochs=2, steps=10))
+    assert summary["epochs_run"] == 2
+    assert math.isfinite(summary["val_perplexity"]) and summary["val_perplexity"] < K * 2
