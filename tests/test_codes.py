@@ -5,11 +5,19 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from conftest import N_FRAMES, H, W
 
-from conftest import H, N_FRAMES, W
 from videolm.codebook import assign_codes, codebook_digest, fit_codebook
-from videolm.codes import Codebook, CodeGrid, CodesError, encode_video, load_code_grids, load_codebook
+from videolm.codes import (
+    Codebook,
+    CodeGrid,
+    CodesError,
+    encode_video,
+    load_code_grids,
+    load_codebook,
+)
 from videolm.config import CodebookConfig, DataConfig
+from videolm.errors import VideoLMError
 from videolm.frames import extract_frames, list_frames
 from videolm.io import create_h5, h5_dataset, write_attrs
 from videolm.patches import extract_patches
@@ -137,7 +145,7 @@ def test_load_code_grids_refuses_malformed(tmp_path):
 
 
 def test_load_code_grids_empty(tmp_path):
-    with pytest.raises(CodesError, match="no code grids"):
+    with pytest.raises(VideoLMError, match="no code grids .run the encode stage"):
         load_code_grids(tmp_path)
 
 

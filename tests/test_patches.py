@@ -7,8 +7,14 @@ import pytest
 
 from videolm.frames import VideoFrames
 from videolm.io import create_h5, h5_dataset
-from videolm.patches import (covered_shape, extract_patches, grid_shape, reconstruct, sample_patches,
-                             sample_training_patches)
+from videolm.patches import (
+    covered_shape,
+    extract_patches,
+    grid_shape,
+    reconstruct,
+    sample_patches,
+    sample_training_patches,
+)
 
 
 def random_frames(n=3, h=30, w=44, seed=0):

@@ -8,13 +8,24 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import N_FRAMES, H, W, moving_frames, write_video
 
-from conftest import H, N_FRAMES, W, moving_frames, write_video
 from videolm.codes import CodeGrid
 from videolm.config import DataConfig
+from videolm.errors import VideoLMError
 from videolm.frames import extract_frames, list_frames
-from videolm.video import (VideoError, assign_videos, decode_gray, find_videos, split_bounds, split_rule,
-                           time_split, ucf101_assignment, video_fps, video_id_of)
+from videolm.video import (
+    VideoError,
+    assign_videos,
+    decode_gray,
+    find_videos,
+    split_bounds,
+    split_rule,
+    time_split,
+    ucf101_assignment,
+    video_fps,
+    video_id_of,
+)
 
 EXTS = DataConfig().extensions
 
@@ -314,5 +325,5 @@ def test_extract_frames_max_frames_and_video_split(tmp_path):
 
 
 def test_list_frames_empty(tmp_path):
-    with pytest.raises(VideoError, match=str(tmp_path.name)):
+    with pytest.raises(VideoLMError, match=str(tmp_path.name)):
         list_frames(tmp_path)

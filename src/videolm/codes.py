@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from videolm.codebook import assign_codes
 from videolm.errors import VideoLMError
-from videolm.frames import VideoFrames
-from videolm.io import create_h5, h5_dataset, write_attrs
+from videolm.io import create_h5, h5_dataset, h5_files, write_attrs
 from videolm.patches import extract_patches, reconstruct
+
+if TYPE_CHECKING:  # only a type: encoding needs no video decoding code
+    from videolm.frames import VideoFrames
 
 
 class CodesError(VideoLMError):
@@ -110,11 +113,8 @@ def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_fram
 
 def load_code_grids(codes_dir: str | Path, codebook: Codebook | None = None) -> list[CodeGrid]:
     """All code grids of an `encode` output folder, checked against `codebook` if given."""
-    paths = sorted(Path(codes_dir).glob("*.h5"))
-    if not paths:
-        raise CodesError(f"{codes_dir}: no code grids (run the encode stage first)")
     grids = []
-    for path in paths:
+    for path in h5_files(codes_dir, "code grids", "encode"):
         with h5py.File(path, "r") as f:
             if "codes" not in f or f["codes"].ndim != 3 or f["codes"].dtype != np.uint16:
                 raise CodesError(f"{path}: expected a dataset 'codes' of uint16 (T, rows, cols)")

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from videolm.config import DataConfig
-from videolm.io import atomic_path, create_h5, h5_dataset, write_attrs, write_json
+from videolm.io import atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json
 from videolm.video import Video, VideoError, assign_videos, decode_gray, split_bounds, split_rule, video_fps
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,8 @@ def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
 
 def list_frames(frames_dir: str | Path) -> list[VideoFrames]:
     """The frames files of an `extract_frames` output folder, sorted by video id."""
-    paths = sorted(Path(frames_dir).glob("*.h5"))
-    if not paths:
-        raise VideoError(f"{frames_dir}: no frames files (run the extract_frames stage first)")
     out = []
-    for path in paths:
+    for path in h5_files(frames_dir, "frames files", "extract_frames"):
         with h5py.File(path, "r") as f:
             a = f.attrs
             n, height, width = f["frames"].shape

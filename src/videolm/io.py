@@ -17,6 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from videolm.errors import VideoLMError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
@@ -57,6 +59,14 @@ def create_h5(path: str | Path) -> h5py.File:
 def h5_dataset(f: h5py.File, name: str, data=None, **kwargs) -> h5py.Dataset:
     """Create a dataset with no modification times, so identical data gives identical bytes."""
     return f.create_dataset(name, data=data, track_times=False, **kwargs)
+
+
+def h5_files(folder: str | Path, what: str, stage: str) -> list[Path]:
+    """The HDF5 files of a stage's output folder, sorted; an error naming the stage if none."""
+    paths = sorted(Path(folder).glob("*.h5"))
+    if not paths:
+        raise VideoLMError(f"{folder}: no {what} (run the {stage} stage first)")
+    return paths
 
 
 def write_attrs(obj, attrs: dict) -> None:
