@@ -1,45 +1,54 @@
-"""Stage `evaluate`: test perplexity of the model and the baselines, 1-step PSNR, a picture strip."""
+"""Stage `evaluate`: test perplexity and 1-step PSNR; multi-step generation and frame
+filling against copy-last, optical-flow and codebook baselines (PSNR / SSIM); pictures."""
 
 from functools import lru_cache
 from pathlib import Path
+
+import torch
 
 from videolm.baselines import fit_baselines
 from videolm.cli import run_stage
 from videolm.codes import load_code_grids, load_codebook
 from videolm.errors import VideoLMError
-from videolm.evaluate import evaluate
+from videolm.evaluate import evaluate, evaluate_filling, evaluate_generation, picture_clips, evaluation_clips
 from videolm.frames import list_frames
-from videolm.generate import extrapolate
 from videolm.io import write_json
 from videolm.models import load_model
-from videolm.pictures import frame_grid, save_png
+from videolm.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
 
 
 def main(params) -> None:
+    e, stride = params.eval, params.patches.stride
+    if e.threads:
+        torch.set_num_threads(e.threads)
     codebook = load_codebook(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
     model = load_model(params.paths.model, codebook)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     read_frames = lru_cache(maxsize=1)(lambda video_id: videos[video_id].read())
-    baselines = fit_baselines(grids, codebook.k)
-    metrics = evaluate(model, grids, read_frames, codebook, baselines, params.patches.stride)
+    clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
+    if not clips:
+        raise VideoLMError(f"no test clip has eval.context={e.context} + eval.horizon={e.horizon} frames "
+                           f"(lower them or raise data.test_fraction)")
+
+    metrics = evaluate(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
+    pictures = picture_clips(clips, e.n_pictures)
+    generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
+                                     e.motion_threshold, params.seed, pictures)
+    metrics.update(generation.metrics)
+    metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
+                                    e.fill_candidates, e.fill_sweeps))
     write_json(Path(params.paths.metrics) / "eval.json", metrics)
     print(metrics)
 
-    e = params.eval
-    rows = []
-    for grid in grids:
-        t0 = max(grid.val_end, e.context)
-        if len(rows) == e.n_pictures or t0 + e.horizon > len(grid.codes):
-            continue
-        frames = read_frames(grid.video_id)
-        predicted = codebook.decode(extrapolate(model, grid.codes, t0, e.horizon), params.patches.stride)
-        h, w = predicted.shape[1:]
-        rows.append([f[:h, :w] for f in frames[t0 - e.context:t0 + e.horizon]] + list(predicted))
-    if not rows:
-        raise VideoLMError(f"no test clip has eval.context={e.context} frames before and "
-                           f"eval.horizon={e.horizon} after its first test frame")
-    save_png(Path(params.paths.plots) / "predictions.png", frame_grid(rows))
+    plots = Path(params.paths.plots)
+    for method, rows in generation.curves.items():
+        write_json(plots / "horizon" / f"{method}.json", rows)
+    save_png(plots / "predictions.png", comparison_grid(generation.examples))
+    save_gif(plots / "predictions.gif", animation(generation.examples))
+    first = generation.examples[0]
+    save_png(plots / "entropy.png", entropy_picture(first.truth[first.clip.t0 - first.clip.start],
+                                                    first.entropy, codebook.size, stride))
 
 
 if __name__ == "__main__":

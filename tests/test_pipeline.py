@@ -4,6 +4,8 @@ seconds of synthetic video written with PyAV, with tiny params."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ TINY = {
     "codebook": {"k": 32, "max_iter": 3, "batch_size": 256},
     "model": {"embed_dim": 8, "hidden": 16},
     "train": {"epochs": 2, "steps_per_epoch": 5, "batch_size": 4, "bptt": 4, "crop": 4},
-    "eval": {"n_pictures": 1},
+    "eval": {"n_pictures": 1, "context": 2, "horizon": 3},
 }
 
 
@@ -46,9 +48,11 @@ def deep_update(base: dict, new: dict) -> dict:
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    """Run a command in the project copy, importing the copy's own `src/` (not the installed one)."""
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,47 @@ def test_bad_param_fails_with_key_named(project: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: codebook.k=0 is not allowed: expected 2..65535 "
                                                   "(codes are stored as uint16)"]
+
+
+def stages_to_run(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed."""
+    return set(json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo)))
+
+
+def repro_ran(repo: Path) -> set[str]:
+    out = run([sys.executable, "-m", "dvc", "repro"], repo)
+    return set(re.findall(r"Running stage '([\w-]+)'", out))
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *parents, key = dotted.split(".")
+    node = params
+    for name in parents:
+        node = node[name]
+    node[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, value, changed, expected", [
+    ("train.lr", 0.005, {"train"}, {"train", "evaluate"}),
+    ("eval.context", 1, {"evaluate"}, {"evaluate"}),
+    ("codebook.k", 24, {"fit_codebook"}, {"fit_codebook", "encode", "train", "evaluate"}),
+])
+def test_param_change_reruns_only_dependent_stages(project: Path, key, value, changed, expected) -> None:
+    """`dvc status` names the stages that read the param; `dvc repro` runs them and what
+    depends on their outputs, and nothing else."""
+    set_param(project, key, value)
+    assert stages_to_run(project) == changed
+    assert repro_ran(project) == expected
+    assert stages_to_run(project) == set()
+
+
+@pytest.mark.slow
+def test_source_edit_reruns_the_stages_that_import_it(project: Path) -> None:
+    source = project / "src/videolm/dataset.py"
+    source.write_text(source.read_text() + "\n# an edit\n")
+    assert stages_to_run(project) == {"train"}
+    ran = repro_ran(project)
+    assert "train" in ran and ran <= {"train", "evaluate"}, ran

@@ -1,10 +1,23 @@
-"""Metrics: bits per patch, perplexity, PSNR."""
+"""Metrics: bits per patch, perplexity, PSNR, SSIM, and the moving-region mask.
+
+SSIM is the standard form of Wang, Bovik, Sheikh and Simoncelli (2004): local means,
+variances and covariance weighted by an 11x11 Gaussian window (sigma 1.5, population
+covariance), K1 = 0.01, K2 = 0.03, L = 255, averaged over the pixels whose window lies
+inside the frame (a border of 5 pixels is left out, as Wang et al.'s 'valid' filtering
+and scikit-image's `structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255)` do).
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from scipy.ndimage import correlate1d
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # window 11 x 11 = 2 * radius + 1
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def psnr(reference: np.ndarray, estimate: np.ndarray, peak: float = 255.0) -> float:
@@ -25,3 +38,60 @@ def bits_per_patch(nll_nats: float) -> float:
 
 def perplexity(nll_nats: float) -> float:
     return math.exp(nll_nats)
+
+
+def gaussian_window(radius: int = SSIM_RADIUS, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """(2 * radius + 1,) 1-D Gaussian weights summing to 1 (the 2-D window is its outer product)."""
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _blur(image: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Separable weighted local mean; values within `radius` of the border are not used later."""
+    return correlate1d(correlate1d(image, window, axis=0, mode="reflect"), window, axis=1, mode="reflect")
+
+
+def ssim_map(reference: np.ndarray, estimate: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """Per-pixel SSIM of two gray (H, W) frames, on the interior only: (H - 10, W - 10).
+
+    Pixel (i, j) of the result is the SSIM of the 11x11 windows centred on pixel
+    (i + 5, j + 5) of the inputs. Frames smaller than 11x11 raise ValueError.
+    """
+    x = np.asarray(reference, np.float64)
+    y = np.asarray(estimate, np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"SSIM needs two gray frames of one shape, got {x.shape} and {y.shape}")
+    r = SSIM_RADIUS
+    if min(x.shape) < 2 * r + 1:
+        raise ValueError(f"SSIM needs frames of at least {2 * r + 1}x{2 * r + 1} pixels, got {x.shape}")
+    w = gaussian_window()
+    mx, my = _blur(x, w), _blur(y, w)
+    vx = _blur(x * x, w) - mx * mx
+    vy = _blur(y * y, w) - my * my
+    cxy = _blur(x * y, w) - mx * my
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s[r:-r, r:-r]
+
+
+def ssim(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None,
+         data_range: float = 255.0) -> float:
+    """Mean SSIM of two gray frames over the interior (see `ssim_map`), or over the interior
+    pixels where `mask` (H, W) is true; NaN when no such pixel exists."""
+    s = ssim_map(reference, estimate, data_range)
+    if mask is not None:
+        s = s[interior(mask)]
+    return float(s.mean()) if s.size else math.nan
+
+
+def interior(image: np.ndarray) -> np.ndarray:
+    """The part of an (H, W) array that `ssim_map` covers (a border of 5 pixels removed)."""
+    r = SSIM_RADIUS
+    return image[r:-r, r:-r]
+
+
+def moving_mask(frame: np.ndarray, reference: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: where `frame` differs from `reference` (e.g. the last context frame) by
+    more than `threshold` gray levels."""
+    return np.abs(np.asarray(frame, np.float64) - np.asarray(reference, np.float64)) > threshold

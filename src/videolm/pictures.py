@@ -1,15 +1,31 @@
-"""Pictures for people: strips of gray frames saved as PNG."""
+"""Pictures for people: frame grids (PNG), side-by-side animations (GIF), entropy heat maps.
+
+Everything is drawn deterministically (no timestamps, Pillow's built-in font), so the same
+frames give the same bytes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from videolm.io import atomic_path
 
 GAP = 4  # pixels between frames
+BLOCK_GAP = 12  # pixels between the blocks of different clips
+LABEL_WIDTH = 64  # the column of row names
+LABEL_HEIGHT = 14  # the row of column names
+ROW_NAMES = {"truth": "truth", "model": "model", "copy_last": "copy last", "flow": "flow",
+             "codebook": "codebook"}
+# A few stops of matplotlib's 'inferno' (black - purple - red - orange - pale yellow), in RGB.
+INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                    [245, 125, 21], [250, 193, 39], [252, 255, 164]], np.float64)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
 
 def frame_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
@@ -21,10 +37,114 @@ def frame_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
     for r, row in enumerate(rows):
         for c, frame in enumerate(row):
             y, x = r * (height + GAP), c * (width + GAP)
-            canvas[y:y + frame.shape[0], x:x + frame.shape[1]] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+            canvas[y:y + frame.shape[0], x:x + frame.shape[1]] = _to_uint8(frame)
     return canvas
+
+
+def text_image(text: str, height: int, width: int) -> np.ndarray:
+    """(height, width) uint8: black `text` on white, at the top left."""
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).text((2, 1), text, fill=0, font=ImageFont.load_default())
+    return np.asarray(image)
+
+
+def stack(images: list[np.ndarray], axis: int, gap: int = GAP) -> np.ndarray:
+    """Images (gray or RGB, uint8) side by side (axis 1) or one above the other (axis 0),
+    padded with white to a common size, `gap` white pixels between."""
+    rgb = any(i.ndim == 3 for i in images)
+    images = [np.repeat(i[..., None], 3, -1) if rgb and i.ndim == 2 else i for i in images]
+    other = 1 - axis
+    size = max(i.shape[other] for i in images)
+    parts = []
+    for n, image in enumerate(images):
+        pad = [(0, 0)] * image.ndim
+        pad[other] = (0, size - image.shape[other])
+        parts.append(np.pad(image, pad, constant_values=255))
+        if n < len(images) - 1:
+            shape = list(parts[-1].shape)
+            shape[axis] = gap
+            parts.append(np.full(shape, 255, np.uint8))
+    return np.concatenate(parts, axis)
+
+
+def _with_labels(grid: np.ndarray, row_names: list[str], col_names: list[str], cell: tuple[int, int]) -> np.ndarray:
+    """Put a column of row names left of `grid` and a row of column names above it."""
+    h, w = cell
+    left = stack([text_image(name, h, LABEL_WIDTH) for name in row_names], 0)
+    body = stack([left, grid], 1)
+    top = stack([text_image(name, LABEL_HEIGHT, w) for name in col_names], 1)
+    return stack([stack([np.full((LABEL_HEIGHT, LABEL_WIDTH), 255, np.uint8), top], 1), body], 0, 0)
+
+
+def comparison_grid(examples, methods: tuple[str, ...] = ("model", "copy_last", "flow")) -> np.ndarray:
+    """One block per example (a `videolm.evaluate.Example`): rows truth then each method,
+    columns the context frames then the predicted horizon (context repeated in every row)."""
+    blocks = []
+    for ex in examples:
+        context = ex.clip.t0 - ex.clip.start
+        rows = [list(ex.truth)] + [list(ex.truth[:context]) + list(ex.predictions[m]) for m in methods]
+        cols = [f"ctx {c - context + 1}" for c in range(context)] + [f"+{h + 1}" for h in range(len(ex.truth) - context)]
+        blocks.append(_with_labels(frame_grid(rows), [ROW_NAMES[r] for r in ("truth", *methods)], cols,
+                                   ex.truth.shape[1:]))
+    return stack(blocks, 0, BLOCK_GAP)
+
+
+def animation(examples, methods: tuple[str, ...] = ("model", "copy_last", "flow")) -> list[np.ndarray]:
+    """GIF frames: at every time step, each example's truth and methods side by side (one
+    example per row, all in cells of one size); during the context every panel shows the
+    real frame."""
+    context = examples[0].clip.t0 - examples[0].clip.start
+    width = max(e.truth.shape[2] for e in examples)
+    header = stack([text_image(ROW_NAMES[name], LABEL_HEIGHT, width) for name in ("truth", *methods)], 1)
+    frames = []
+    for step in range(len(examples[0].truth)):
+        rows = [[ex.truth[step]] + [ex.truth[step] if step < context else ex.predictions[m][step - context]
+                                    for m in methods] for ex in examples]
+        when = f"context frame {step + 1} of {context}" if step < context else f"predicted +{step + 1 - context}"
+        frames.append(stack([text_image(when, LABEL_HEIGHT, 200), header, frame_grid(rows)], 0, 0))
+    return frames
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> (..., 3) uint8 RGB (an 'inferno'-like map: dark = low)."""
+    x = np.clip(np.asarray(values, np.float64), 0, 1) * (len(INFERNO) - 1)
+    i = np.minimum(np.floor(x).astype(int), len(INFERNO) - 2)
+    f = (x - i)[..., None]
+    return np.rint(INFERNO[i] * (1 - f) + INFERNO[i + 1] * f).astype(np.uint8)
+
+
+def upsample_cells(cells: np.ndarray, size: int, stride: int, shape: tuple[int, int]) -> np.ndarray:
+    """(rows, cols) values per code cell -> (H, W) per pixel: each cell fills the stride x
+    stride block at the centre of its patch, the border is extended."""
+    blocks = np.repeat(np.repeat(cells, stride, 0), stride, 1)
+    off = (size - stride) // 2
+    h, w = shape
+    pad = ((off, max(h - off - blocks.shape[0], 0)), (off, max(w - off - blocks.shape[1], 0)))
+    return np.pad(blocks, pad, mode="edge")[:h, :w]
+
+
+def entropy_picture(frame: np.ndarray, entropy: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """RGB picture: the frame, the entropy (bits) of the model's prediction at each code cell
+    as a colour map, and the two blended; a colour bar with its scale underneath."""
+    gray = _to_uint8(frame)
+    top = max(float(entropy.max()), 1e-9)
+    heat = colormap(upsample_cells(entropy, size, stride, gray.shape) / top)
+    blend = np.rint(0.5 * np.repeat(gray[..., None], 3, -1) + 0.5 * heat).astype(np.uint8)
+    row = stack([gray, heat, blend], 1)
+    bar = colormap(np.repeat(np.linspace(0, 1, 256)[None], 10, 0))
+    scale = stack([text_image("0 bits", LABEL_HEIGHT, 50), bar, text_image(f"{top:.1f} bits", LABEL_HEIGHT, 70)], 1)
+    title = text_image("frame | entropy of the model's predicted code distribution | overlay", LABEL_HEIGHT, row.shape[1])
+    return stack([title, row, scale], 0)
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
+
+
+def save_gif(path: str | Path, frames: list[np.ndarray], duration_ms: int = 250) -> None:
+    """An endlessly looping animated GIF of gray uint8 frames of one size."""
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms,
+                       loop=0, optimize=False)

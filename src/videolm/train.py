@@ -19,8 +19,9 @@ from tqdm import tqdm
 from videolm.codes import Codebook, CodeGrid
 from videolm.config import Params
 from videolm.dataset import CodeGridDataset
-from videolm.evaluate import score_part
 from videolm.models import build_model
+from videolm.models.rcnn import IGNORE
+from videolm.scoring import score_part
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -38,6 +39,20 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     return opt(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
+def without_border(targets: torch.Tensor, margin: int) -> torch.Tensor:
+    """Targets (..., H, W) with the `margin` cells along each edge set to the ignored index.
+
+    The recurrence is 1x1, so a prediction sees only `model.context_radius` cells around it
+    at every step; cells at least that far inside the crop see exactly what they would see
+    in the whole frame, and only they are scored.
+    """
+    if not margin:
+        return targets
+    out = torch.full_like(targets, IGNORE)
+    out[..., margin:-margin, margin:-margin] = targets[..., margin:-margin, margin:-margin]
+    return out
+
+
 def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None):
     """Train the model of `params.model`; return (model with the best validation weights, summary).
 
@@ -50,7 +65,8 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     total_steps = t.epochs * t.steps_per_epoch
     lr_at = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps))) if t.schedule == "cosine" else (lambda s: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop, total_steps * t.batch_size, params.seed,
+    margin = model.context_radius if t.full_context else 0
+    data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop + 2 * margin, total_steps * t.batch_size, params.seed,
                            reverse_time=t.reverse_time, mirror=codebook.mirror_map() if t.mirror else None)
     batches = iter(DataLoader(data, batch_size=t.batch_size, shuffle=False))
     has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
@@ -63,8 +79,8 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         running = 0.0
         bar = tqdm(range(t.steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", leave=False)
         for _ in bar:
-            clip = next(batches)  # (B, bptt + 1, crop, crop)
-            _, loss, _ = model(clip[:, :-1], targets=clip[:, 1:])
+            clip = next(batches)  # (B, bptt + 1, crop + 2 * margin, crop + 2 * margin)
+            _, loss, _ = model(clip[:, :-1], targets=without_border(clip[:, 1:], margin))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:

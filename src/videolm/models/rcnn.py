@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from videolm.config import ModelConfig
 
+IGNORE = -100  # target value of cells left out of the loss
 NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
@@ -69,12 +70,18 @@ class RCNN(nn.Module):
             self.out = nn.Linear(cfg.hidden, cfg.embed_dim)
             self.out_bias = nn.Parameter(torch.zeros(k))
 
+    @property
+    def context_radius(self) -> int:
+        """How many cells away a prediction can see: the input convolutions' reach (the
+        recurrence is 1x1, so it does not grow with time)."""
+        return self.cfg.input_layers * (self.cfg.kernel_size // 2)
+
     def forward(self, codes: torch.Tensor, state: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None):
         """codes (B, T, H, W) int64 -> logits (B, T, H, W, k) for the next frame's codes.
 
         Returns (logits, loss, state): loss is the mean cross-entropy against `targets`
-        (B, T, H, W) when given, and `state` (B, hidden, H, W) continues the sequence.
+        (B, T, H, W) when given (cells set to IGNORE left out), and `state` (B, hidden, H, W) continues the sequence.
         """
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
@@ -93,5 +100,5 @@ class RCNN(nn.Module):
             logits = self.out(feats) @ table.T + self.out_bias  # (B, T, H, W, k)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.k), targets.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, self.k), targets.reshape(-1), ignore_index=IGNORE)
         return logits, loss, state

@@ -1,0 +1,44 @@
+"""dvc.yaml declares each stage's code honestly: the source files a stage imports are its
+deps (so editing one reruns exactly the stages that use it), and nothing else is."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+IMPORTED = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("stage", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+for name in sorted(sys.modules):
+    if name == "videolm" or name.startswith("videolm."):
+        print(sys.modules[name].__file__)
+"""
+
+
+def imported_sources(script: str) -> set[str]:
+    """Project source files (relative paths) loaded by importing a stage script."""
+    out = subprocess.run([sys.executable, "-c", IMPORTED, script], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in out.split()}
+    return {f for f in files if f != "src/videolm/__init__.py"}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_match_imports(name: str) -> None:
+    stage = STAGES[name]
+    script = stage["cmd"].split()[-1]
+    declared = {d for d in stage["deps"] if d.startswith("src/")}
+    imported = imported_sources(script)
+    covered = {f for f in imported if any(f == d or f.startswith(d + "/") for d in declared)}
+    assert script in stage["deps"]
+    assert imported - covered == set(), f"{name}: imports these but does not declare them"
+    unused = {d for d in declared if not any(f == d or f.startswith(d + "/") for f in imported)}
+    assert unused == set(), f"{name}: declares these but does not import them"

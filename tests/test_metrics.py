@@ -1,0 +1,122 @@
+"""Metric functions on known inputs: PSNR, SSIM (against scikit-image), the moving mask."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from skimage.metrics import structural_similarity
+
+from videolm.metrics import (bits_per_patch, gaussian_window, interior, moving_mask, perplexity, psnr,
+                             psnr_from_mse, ssim, ssim_map)
+
+
+def pair(seed: int = 0, shape=(48, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth-ish uint8 frame and a shifted, noisy, contrast-changed version of it."""
+    rng = np.random.default_rng(seed)
+    a = gaussian_filter(rng.uniform(0, 255, shape), 2) * 3 - 255
+    a = np.clip(a + rng.normal(0, 8, shape), 0, 255).astype(np.uint8)
+    b = np.roll(a, 2, axis=1).astype(np.float64) * 0.9 + 12 + rng.normal(0, 10, shape)
+    return a, np.clip(np.rint(b), 0, 255).astype(np.uint8)
+
+
+def reference_ssim(a, b, full=False):
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=255, full=full)
+
+
+# ---------------------------------------------------------------- PSNR, bits
+
+
+def test_psnr_of_identical_frames_is_infinite():
+    a, _ = pair()
+    assert psnr(a, a) == math.inf
+    assert psnr_from_mse(0.0) == math.inf
+
+
+def test_psnr_known_values():
+    a = np.zeros((4, 4))
+    assert psnr(a, a + 1) == pytest.approx(10 * math.log10(255 ** 2))  # mse 1: 48.13 dB
+    assert psnr(a, a + 255) == pytest.approx(0.0)
+    assert psnr_from_mse(255 ** 2 / 100) == pytest.approx(20.0)
+    assert psnr(a, a + 1, peak=1.0) == pytest.approx(0.0)
+
+
+def test_bits_and_perplexity():
+    assert bits_per_patch(math.log(2)) == pytest.approx(1.0)
+    assert perplexity(math.log(7)) == pytest.approx(7.0)
+    assert perplexity(0.0) == 1.0
+
+
+# ---------------------------------------------------------------- SSIM
+
+
+def test_gaussian_window_is_the_11_tap_sigma_1_5_kernel():
+    w = gaussian_window()
+    assert w.shape == (11,) and w.sum() == pytest.approx(1.0)
+    impulse = np.zeros(31)
+    impulse[15] = 1
+    np.testing.assert_allclose(w, gaussian_filter(impulse, 1.5, truncate=3.5)[10:21], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ssim_matches_scikit_image(seed):
+    a, b = pair(seed)
+    assert ssim(a, b) == pytest.approx(reference_ssim(a, b), abs=1e-6)
+    assert 0.2 < ssim(a, b) < 0.95  # a non-trivial pair
+
+
+def test_ssim_map_matches_scikit_image_interior():
+    a, b = pair(3)
+    _, full = reference_ssim(a, b, full=True)
+    s = ssim_map(a, b)
+    assert s.shape == (a.shape[0] - 10, a.shape[1] - 10)
+    np.testing.assert_allclose(s, full[5:-5, 5:-5], atol=1e-9)
+
+
+def test_ssim_known_values_and_symmetry():
+    a, b = pair(4)
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, b) == pytest.approx(ssim(b, a))
+    flat = np.full((20, 20), 128.0)
+    assert ssim(flat, flat) == pytest.approx(1.0)
+    # two flat frames: only the luminance term is left, (2 m1 m2 + C1) / (m1^2 + m2^2 + C1)
+    c1 = (0.01 * 255) ** 2
+    assert ssim(flat, flat + 50) == pytest.approx((2 * 128 * 178 + c1) / (128 ** 2 + 178 ** 2 + c1))
+
+
+def test_ssim_with_mask_averages_the_masked_interior():
+    a, b = pair(5)
+    mask = np.zeros(a.shape, bool)
+    mask[10:30, 20:40] = True
+    _, full = reference_ssim(a, b, full=True)
+    assert ssim(a, b, mask) == pytest.approx(full[10:30, 20:40].mean(), abs=1e-9)
+    assert ssim(a, b, np.ones(a.shape, bool)) == pytest.approx(ssim(a, b))
+    border_only = np.zeros(a.shape, bool)
+    border_only[:5] = True
+    assert math.isnan(ssim(a, b, border_only))  # no interior pixel: undefined
+
+
+def test_ssim_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="11x11"):
+        ssim_map(np.zeros((10, 40)), np.zeros((10, 40)))
+    with pytest.raises(ValueError, match="one shape"):
+        ssim_map(np.zeros((20, 20)), np.zeros((20, 21)))
+
+
+# ---------------------------------------------------------------- moving region
+
+
+def test_moving_mask_is_strictly_above_threshold():
+    last = np.full((3, 3), 100, np.uint8)
+    frame = last.astype(np.int64) + np.array([[0, 10, 11], [-11, -10, 0], [200 - 100, 0, -100]])
+    expected = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 1]], bool)
+    np.testing.assert_array_equal(moving_mask(frame.astype(np.uint8), last, 10), expected)
+    assert not moving_mask(last, last, 0).any()
+
+
+def test_interior_removes_a_five_pixel_border():
+    x = np.arange(30 * 40).reshape(30, 40)
+    assert interior(x).shape == (20, 30) and interior(x)[0, 0] == x[5, 5]
