@@ -59,7 +59,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 def project(tmp_path_factory) -> Path:
     """A copy of the project in a fresh git + DVC repository, tiny params, `dvc repro` done."""
     repo = tmp_path_factory.mktemp("project")
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore"]:
+    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
         shutil.copy(ROOT / name, repo / name)
     for name in ["stages", "src"]:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -11,6 +11,7 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,7 @@ class TrainConfig:
     batch_size: int = 16
     crop: int = 8  # side of the random spatial crop, in code cells
     bptt: int = 8  # time steps per crop (truncated back-propagation through time)
-    full_context: bool = True  # score only crop cells that see their whole neighbourhood (crop grows to fit)
+    full_context: bool = False  # score only crop cells that see their whole neighbourhood (crop grows to fit)
     reverse_time: bool = True  # augmentation: play half the crops backwards
     mirror: bool = False  # augmentation: mirror half the crops left-right (codes remapped)
     optimizer: str = "adam"  # adam | adamw | sgd
@@ -209,8 +210,10 @@ def load_params(root: str | Path = ".", overrides: list[str] | None = None) -> P
         key = getattr(err, "full_key", None)
         message = str(err).splitlines()[0]
         raise ConfigError(f"params.yaml: {key}: {message}" if key else f"params.yaml: {message}") from None
-    except HydraException as err:
-        raise ConfigError(f"params.yaml: {str(err).splitlines()[0]}") from None
+    except HydraException as err:  # a bad override
+        unknown = re.match(r"Could not override '(.+?)'", str(err))
+        message = f"{unknown.group(1)}: no such key (a typo?)" if unknown else str(err).splitlines()[0]
+        raise ConfigError(f"params.yaml: {message}") from None
     return params.validate()
 
 
