@@ -94,7 +94,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 30
     steps_per_epoch: int = 100
     batch_size: int = 16
     crop: int = 8  # side of the random spatial crop, in code cells
