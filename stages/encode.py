@@ -6,17 +6,19 @@ from tqdm import tqdm
 
 from videolm.cli import run_stage
 from videolm.codes import encode_video, load_codebook
-from videolm.frames import list_frames
+from videolm.frames import check_patch_fits, list_frames
 from videolm.io import atomic_path, write_json
 from videolm.metrics import psnr_from_mse
 
 
 def main(params) -> None:
     codebook = load_codebook(params.paths.codebook)
+    videos = list_frames(params.paths.frames)
+    check_patch_fits(videos, codebook.size)
     totals = [0.0, 0, 0.0, 0]
     with atomic_path(params.paths.codes) as tmp:
         tmp.mkdir()
-        for video in tqdm(list_frames(params.paths.frames), desc="encode", unit="video"):
+        for video in tqdm(videos, desc="encode", unit="video"):
             sums = encode_video(video, codebook, params.patches.stride, params.encode.chunk_frames,
                                 tmp / f"{video.video_id}.h5")
             totals = [a + b for a, b in zip(totals, sums)]

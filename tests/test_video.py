@@ -13,7 +13,7 @@ from conftest import N_FRAMES, H, W, moving_frames, write_video
 from videolm.codes import CodeGrid
 from videolm.config import DataConfig
 from videolm.errors import VideoLMError
-from videolm.frames import extract_frames, list_frames
+from videolm.frames import VideoFrames, check_patch_fits, extract_frames, list_frames
 from videolm.video import (
     VideoError,
     assign_videos,
@@ -327,3 +327,10 @@ def test_extract_frames_max_frames_and_video_split(tmp_path):
 def test_list_frames_empty(tmp_path):
     with pytest.raises(VideoLMError, match=str(tmp_path.name)):
         list_frames(tmp_path)
+
+
+def test_patch_larger_than_frames_is_named(tmp_path):
+    video = VideoFrames(tmp_path / "x.h5", "x", "tiny.mp4", 3, (6, 10), 2, 2)
+    check_patch_fits([video], 6)
+    with pytest.raises(VideoError, match=r"patches.size=8 is larger than the 6x10 frames of tiny.mp4"):
+        check_patch_fits([video], 8)

@@ -89,7 +89,7 @@ class ModelConfig:
     input_layers: int = 1  # rcnn: input convolutions before the recurrence
     nonlinearity: str = "tanh"  # tanh | relu | sigmoid
     head: str = "atom"  # independent | tied | atom
-    dropout: float = 0.0
+    dropout: float = 0.3
 
 
 @dataclass

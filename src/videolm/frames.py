@@ -100,3 +100,12 @@ def list_frames(frames_dir: str | Path) -> list[VideoFrames]:
             out.append(VideoFrames(path, path.stem, str(a["source"]), n, (height, width),
                                    int(a["train_end"]), int(a["val_end"])))
     return out
+
+
+def check_patch_fits(videos: list[VideoFrames], size: int) -> None:
+    """Fail before any work if a video's frames are smaller than one patch."""
+    for video in videos:
+        if min(video.frame_shape) < size:
+            height, width = video.frame_shape
+            raise VideoError(f"patches.size={size} is larger than the {height}x{width} frames of "
+                             f"{video.source} (after data.scale): lower patches.size or raise data.scale")
