@@ -24,8 +24,8 @@ def main(params) -> None:
         model, summary = train_model(grids, codebook, params, log_epoch)
     checkpoint = {"model": model.state_dict(), "model_config": as_dict(params.model), "k": codebook.k,
                   "codebook": codebook.digest, "summary": summary}
-    with atomic_path(params.paths.model) as tmp:
-        torch.save(checkpoint, tmp)
+    with atomic_path(params.paths.model) as tmp, open(tmp, "wb") as f:
+        torch.save(checkpoint, f)  # a file object: the archive's inner name does not take the temp name
     write_json(Path(params.paths.metrics) / "train.json", summary)
     print(summary)
 
