@@ -12,8 +12,9 @@ inline `<svg>`. The output is deterministic: sorted keys, no timestamps.
 Experiment data come from DVC: params and metrics from `Repo.experiments.show()` (the
 structured data behind `dvc exp show --json` and `dvc.api.exp_show`, kept per file and with
 its types: `dvc.api.exp_show` flattens every value to a string or float and names a column by
-file only when two files share a key), and files from the experiment's Git commit (outputs
-declared with `cache: false` are committed there). The workspace is read from disk.
+file only when two files share a key), and files through `DVCFileSystem` at the
+experiment's revision: committed files (metrics, curves) and cached outputs (the pictures) alike.
+The workspace is read from disk.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape
+
+from dvc.api import DVCFileSystem
 
 from videolm.errors import VideoLMError
 from videolm.io import atomic_path
@@ -120,14 +123,13 @@ def disk_reader(root: Path):
 
 
 def git_reader(repo, rev: str):
-    """A reader of files as committed at `rev` (paths relative to the DVC repo root)."""
-    fs = repo.scm.get_fs(rev)
-    prefix = Path(repo.root_dir).relative_to(repo.scm.root_dir).as_posix()
+    """A reader of files as they were at `rev` (paths relative to the DVC repo root): files
+    committed to Git and outputs in the DVC cache (the pictures are cached, not committed)."""
+    fs = DVCFileSystem(repo.root_dir, rev=rev)
 
     def read(path: str) -> bytes | None:
-        full = path if prefix == "." else f"{prefix}/{path}"
         try:
-            return fs.read_bytes(full) if fs.isfile(full) else None
+            return fs.read_bytes(path) if fs.isfile(path) else None
         except (FileNotFoundError, NotADirectoryError):
             return None
     return read
