@@ -47,21 +47,14 @@ def test_missing_params_file(tmp_path):
         load_params(tmp_path)
 
 
-def test_typo_in_file_names_key(root):
-    edit(root, "  lr: 0.002", "  lrr: 0.002")
-    with pytest.raises(ConfigError, match=r"train\.lrr"):
-        load_params(root)
-
-
-def test_unknown_top_level_key_in_file(root):
-    edit(root, "seed: 0", "seed: 0\nsed: 1")
-    with pytest.raises(ConfigError, match="sed"):
-        load_params(root)
-
-
-def test_wrong_type_in_file_names_key(root):
-    edit(root, "  k: 1024", "  k: abc")
-    with pytest.raises(ConfigError, match=r"codebook\.k"):
+@pytest.mark.parametrize("old, new, key", [
+    ("  lr: 0.002", "  lrr: 0.002", r"train\.lrr"),  # a typo'd key
+    ("seed: 0", "seed: 0\nsed: 1", "sed"),  # an unknown top-level key
+    ("  k: 1024", "  k: abc", r"codebook\.k"),  # a wrong type
+])
+def test_bad_file_names_key(root, old, new, key):
+    edit(root, old, new)
+    with pytest.raises(ConfigError, match=key):
         load_params(root)
 
 
