@@ -5,14 +5,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from videolm.cli import run_stage
-from videolm.codes import encode_video, load_codebook
+from videolm.codebook import Codebook
+from videolm.codes import encode_video
 from videolm.frames import check_patch_fits, list_frames
 from videolm.io import atomic_path, write_json
 from videolm.metrics import psnr_from_mse
 
 
 def main(params) -> None:
-    codebook = load_codebook(params.paths.codebook)
+    codebook = Codebook.load(params.paths.codebook)
     videos = list_frames(params.paths.frames)
     check_patch_fits(videos, codebook.size)
     totals = [0.0, 0, 0.0, 0]

@@ -8,20 +8,24 @@ import torch
 
 from videolm.baselines import fit_baselines
 from videolm.cli import run_stage
-from videolm.codes import load_code_grids, load_codebook
+from videolm.clips import evaluation_clips, picture_clips
+from videolm.codebook import Codebook
+from videolm.codes import load_code_grids
 from videolm.errors import VideoLMError
-from videolm.evaluate import evaluate, evaluate_filling, evaluate_generation, picture_clips, evaluation_clips
+from videolm.filling import evaluate_filling
 from videolm.frames import list_frames
+from videolm.generate import evaluate_generation
 from videolm.io import write_json
 from videolm.models import load_model
 from videolm.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
+from videolm.scoring import score_test
 
 
 def main(params) -> None:
     e, stride = params.eval, params.patches.stride
     if e.threads:
         torch.set_num_threads(e.threads)
-    codebook = load_codebook(params.paths.codebook)
+    codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
     model = load_model(params.paths.model, codebook)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
@@ -31,7 +35,7 @@ def main(params) -> None:
         raise VideoLMError(f"no test clip has eval.context={e.context} + eval.horizon={e.horizon} frames "
                            f"(lower them or raise data.test_fraction)")
 
-    metrics = evaluate(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
+    metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
     pictures = picture_clips(clips, e.n_pictures)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
                                      e.motion_threshold, params.seed, pictures)

@@ -10,12 +10,12 @@ from videolm.video import find_videos, split_rule
 
 def main(params) -> None:
     videos = find_videos(params.data.dir, params.data.extensions)
-    rows = extract_frames(videos, params.paths.frames, params.data, params.seed)
-    frames = sum(r["frames"] for r in rows)
-    train = sum(r["train_end"] for r in rows)
-    val = sum(r["val_end"] - r["train_end"] for r in rows)
+    written = extract_frames(videos, params.paths.frames, params.data, params.seed)
+    frames = sum(v.n_frames for v in written)
+    train = sum(v.train_end for v in written)
+    val = sum(v.val_end - v.train_end for v in written)
     write_json(Path(params.paths.metrics) / "frames.json", {
-        "videos": len(rows), "frames": frames, "train_frames": train, "val_frames": val,
+        "videos": len(written), "frames": frames, "train_frames": train, "val_frames": val,
         "test_frames": frames - train - val, "split_rule": split_rule(params.data, len(videos))})
 
 

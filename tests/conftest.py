@@ -1,4 +1,5 @@
-"""Shared helpers: real video files written with PyAV, tiny synthetic textures."""
+"""Shared fixtures and helpers: real video files written with PyAV, tiny synthetic textures, a tiny
+codebook, tiny code grids and tiny models."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
+
+from videolm.codebook import Codebook
+from videolm.codes import CodeGrid
+from videolm.config import ModelConfig
+from videolm.models import build_model
 
 # The tensors in these tests are tiny: one thread is fastest, and spares a small CI machine's
 # cores from OpenMP spin-waiting (with 2 threads on a busy 2-core box a step is 20x slower).
@@ -58,6 +65,52 @@ def moving_frames(seed: int = 0, n_frames: int = N_FRAMES, shift: int = SHIFT) -
 def moving_video(tmp_path) -> Path:
     """A short mpeg4 clip of a random texture moving one 8-px patch per frame."""
     return write_video(tmp_path / "moving.mp4", moving_frames())
+
+
+K, PATCH = 16, 4  # the tiny codebook: 16 codes of 4x4 pixels
+
+
+@pytest.fixture(scope="session")
+def codebook() -> Codebook:
+    """16 random 4x4 atoms, gray levels 0..200."""
+    centroids = np.random.default_rng(1).uniform(0, 4, (K, PATCH * PATCH)).astype(np.float32)
+    return Codebook(centroids, 50.0, PATCH)
+
+
+def moving_grid(seed: int = 0, video_id: str = "clip", n: int = 30, shape=(6, 8), train_end: int = 18,
+                val_end: int = 22) -> CodeGrid:
+    """(n, rows, cols) random codes moving one cell to the right per frame (wrapping)."""
+    base = np.random.default_rng(seed).integers(0, K, shape)
+    codes = np.stack([np.roll(base, t, axis=1) for t in range(n)]).astype(np.uint16)
+    return CodeGrid(video_id, codes, train_end, val_end)
+
+
+def tiny_model(codebook: Codebook, name: str = "rcnn", head: str = "atom", seed: int = 0, **cfg):
+    """An untrained model with 8 embedding dims and 8 feature maps (other `ModelConfig` keys in `cfg`)."""
+    torch.manual_seed(seed)
+    cfg = {"embed_dim": 8, "hidden": 8, "kernel_size": 3, "dropout": 0.0, **cfg}
+    return build_model(ModelConfig(name=name, head=head, **cfg), codebook).eval()
+
+
+def frames_of(codebook, grids):
+    """True frames: the codebook's rendering of the codes plus a little seeded noise."""
+    rng = np.random.default_rng(7)
+    out = {}
+    for g in grids:
+        clean = codebook.decode(g.codes.astype(np.int64), codebook.size)
+        out[g.video_id] = np.clip(np.rint(clean + rng.normal(0, 2, clean.shape)), 0, 255).astype(np.uint8)
+    return out
+
+
+def smooth_scene(seed=0, shape=(40, 56), shift=(1.0, 2.0), n=4) -> np.ndarray:
+    """(n, H, W) float frames of a smooth random texture translating by `shift` (dy, dx) per frame."""
+    big = gaussian_filter(np.random.default_rng(seed).uniform(0, 255, (shape[0] + 40, shape[1] + 40)), 3)
+    big = (big - big.min()) / (big.max() - big.min()) * 200 + 20
+    frames = []
+    for t in range(n):
+        y, x = 20 - round(shift[0] * t), 20 - round(shift[1] * t)
+        frames.append(big[y:y + shape[0], x:x + shape[1]])
+    return np.stack(frames)
 
 
 @pytest.fixture(autouse=True)

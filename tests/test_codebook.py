@@ -1,4 +1,4 @@
-"""The codebook: nearest-centroid assignment, k-means fit, content digest."""
+"""The codebook: nearest-centroid assignment, k-means fit, content digest, the codebook file."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from videolm.codebook import assign_codes, codebook_digest, fit_codebook
+from videolm.codebook import Codebook, assign_codes
 from videolm.config import CodebookConfig
+from videolm.errors import VideoLMError
+from videolm.patches import PatchSample
 
 
 def brute_force(x, c):
@@ -43,12 +45,18 @@ def clusters(k=4, d=16, per=200, seed=0):
     return points[perm], labels[perm], centers
 
 
+def fit(points: np.ndarray, seed: int = 0, **cfg) -> Codebook:
+    """A codebook fitted on `points` (n, size*size) as the training patches."""
+    size = int(round(np.sqrt(points.shape[1])))
+    return Codebook.fit(PatchSample(points, points[:10], 1.0, size), CodebookConfig(**cfg), seed)
+
+
 def test_fit_codebook_recovers_clusters():
     points, labels, centers = clusters()
-    cfg = CodebookConfig(k=4, batch_size=400, max_iter=10, init="k-means++", init_size=0)
-    centroids, seconds = fit_codebook(points, cfg, seed=0)
+    codebook = fit(points, k=4, batch_size=400, max_iter=10, init="k-means++", init_size=0)
+    centroids = codebook.centroids
     assert centroids.shape == (4, 16) and centroids.dtype == np.float32
-    assert seconds >= 0
+    assert codebook.k == 4 and codebook.size == 4 and codebook.std == 1.0
     # every true center has a centroid close to it, and they are distinct centroids
     dist = np.sqrt(((centers[:, None] - centroids[None]) ** 2).sum(-1))
     match = dist.argmin(1)
@@ -62,8 +70,7 @@ def test_fit_codebook_recovers_clusters():
 def test_fit_codebook_random_init_covers_clusters():
     # random init (the default) with more centroids than clusters: no cluster is left without one
     points, labels, centers = clusters()
-    cfg = CodebookConfig(k=8, batch_size=400, max_iter=10, init="random", init_size=0)
-    centroids, _ = fit_codebook(points, cfg, seed=0)
+    centroids = fit(points, k=8, batch_size=400, max_iter=10, init="random", init_size=0).centroids
     assert centroids.shape == (8, 16)
     dist = np.sqrt(((centers[:, None] - centroids[None]) ** 2).sum(-1))
     assert dist.min(1).max() < 0.5, dist.min(1)
@@ -74,20 +81,49 @@ def test_fit_codebook_random_init_covers_clusters():
 
 
 def test_fit_codebook_seeded():
-    points, _, _ = clusters(k=6, d=8, per=50, seed=3)
-    cfg = CodebookConfig(k=6, batch_size=150, max_iter=5)
-    a, _ = fit_codebook(points, cfg, seed=1)
-    b, _ = fit_codebook(points, cfg, seed=1)
+    points, _, _ = clusters(k=6, d=9, per=50, seed=3)
+    a, b, c = (fit(points, seed, k=6, batch_size=150, max_iter=5).centroids for seed in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
 
 
 def test_codebook_digest():
     c = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
-    digest = codebook_digest(c)
+    digest = Codebook(c, 1.0, 8).digest
     assert isinstance(digest, str) and len(digest) == 16
-    assert codebook_digest(c.copy()) == digest
-    assert codebook_digest(c.astype(np.float64)) == digest  # same values, same digest
+    assert Codebook(c.copy(), 2.0, 8).digest == digest
+    assert Codebook(c.astype(np.float64), 1.0, 8).digest == digest  # same values, same digest
     changed = c.copy()
     changed[3, 5] += 1e-3
-    assert codebook_digest(changed) != digest
-    assert codebook_digest(c[::-1]) != digest  # order matters: codes index the rows
+    assert Codebook(changed, 1.0, 8).digest != digest
+    assert Codebook(c[::-1], 1.0, 8).digest != digest  # order matters: codes index the rows
+
+
+def test_codebook_file_round_trip_and_decode(tmp_path):
+    centroids = np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32)
+    Codebook(centroids, 2.0, 4).save(tmp_path / "codebook.h5")
+    cb = Codebook.load(tmp_path / "codebook.h5")
+    assert cb.k == 16 and cb.size == 4 and cb.std == 2.0
+    np.testing.assert_array_equal(cb.centroids, centroids)
+    np.testing.assert_allclose(cb.atoms()[3], centroids[3].reshape(4, 4) * 2.0)
+    frame = cb.decode(np.array([[[3, 5]]]), 4)[0]  # one frame, one row, two patches
+    assert frame.shape == (4, 8)
+    np.testing.assert_allclose(frame[:, 4:], centroids[5].reshape(4, 4) * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(cb.assign(cb.atoms().reshape(16, -1)), np.arange(16))
+    with pytest.raises(VideoLMError, match="missing.h5"):
+        Codebook.load(tmp_path / "missing.h5")
+
+
+def test_codebook_quality():
+    points, _, _ = clusters(k=4, d=16, per=20)
+    exact = Codebook(points[:5].copy(), 1.0, 4)
+    quality = exact.quality(PatchSample(points[:5], points[:3], 1.0, 4))
+    assert quality == {"k": 5, "heldout_psnr": float("inf"), "unused_centroids": 0}
+    spare = Codebook(np.concatenate([points[:5], points[:1] + 1000]), 1.0, 4)
+    assert spare.quality(PatchSample(points[:5], points[:3] + 0.5, 1.0, 4))["unused_centroids"] == 1
+
+
+def test_mirror_map_pairs_mirrored_atoms():
+    atom = np.arange(16, dtype=np.float32).reshape(4, 4)
+    cb = Codebook(np.stack([atom.ravel(), atom[:, ::-1].ravel(), np.full(16, 7.5, np.float32)]), 1.0, 4)
+    np.testing.assert_array_equal(cb.mirror_map(), [1, 0, 2])

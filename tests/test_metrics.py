@@ -1,4 +1,4 @@
-"""Metric functions on known inputs: PSNR, SSIM (against scikit-image), the moving mask."""
+"""Metric functions on known inputs: PSNR, SSIM (against scikit-image), the moving mask, pooling."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from videolm.metrics import (bits_per_patch, gaussian_window, interior, moving_mask, perplexity, psnr,
-                             psnr_from_mse, ssim, ssim_map)
+from conftest import smooth_scene
+
+from videolm.metrics import Pool, gaussian_window, interior, moving_mask, psnr, psnr_from_mse, ssim_map
+from videolm.scoring import bits_per_patch, perplexity
 
 
 def pair(seed: int = 0, shape=(48, 64)) -> tuple[np.ndarray, np.ndarray]:
@@ -20,6 +22,13 @@ def pair(seed: int = 0, shape=(48, 64)) -> tuple[np.ndarray, np.ndarray]:
     a = np.clip(a + rng.normal(0, 8, shape), 0, 255).astype(np.uint8)
     b = np.roll(a, 2, axis=1).astype(np.float64) * 0.9 + 12 + rng.normal(0, 10, shape)
     return a, np.clip(np.rint(b), 0, 255).astype(np.uint8)
+
+
+def ssim(a, b, mask=None) -> float | None:
+    """Mean SSIM as evaluation pools it: over the interior, or over the interior of `mask`."""
+    pool = Pool()
+    pool.add(a, b, np.zeros(a.shape, bool) if mask is None else mask)
+    return pool.result()["ssim" if mask is None else "ssim_moving"]
 
 
 def reference_ssim(a, b, full=False):
@@ -96,7 +105,7 @@ def test_ssim_with_mask_averages_the_masked_interior():
     assert ssim(a, b, np.ones(a.shape, bool)) == pytest.approx(ssim(a, b))
     border_only = np.zeros(a.shape, bool)
     border_only[:5] = True
-    assert math.isnan(ssim(a, b, border_only))  # no interior pixel: undefined
+    assert ssim(a, b, border_only) is None  # no interior pixel: undefined
 
 
 def test_ssim_rejects_bad_shapes():
@@ -120,3 +129,17 @@ def test_moving_mask_is_strictly_above_threshold():
 def test_interior_removes_a_five_pixel_border():
     x = np.arange(30 * 40).reshape(30, 40)
     assert interior(x).shape == (20, 30) and interior(x)[0, 0] == x[5, 5]
+
+
+def test_pool_results():
+    truth = smooth_scene(n=1)[0]
+    pool = Pool()
+    pool.add(truth, truth, np.zeros(truth.shape, bool))
+    assert pool.result() == {"psnr": math.inf, "ssim": pytest.approx(1.0), "psnr_moving": None, "ssim_moving": None}
+    pool = Pool()
+    moving = np.zeros(truth.shape, bool)
+    moving[10:20, 10:30] = True
+    pool.add(truth, truth + 5 * moving, moving)  # errors only where moving
+    result = pool.result()
+    assert result["psnr_moving"] == pytest.approx(20 * math.log10(255 / 5))
+    assert result["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / (25 * moving.mean())))

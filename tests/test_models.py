@@ -6,21 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from videolm.codebook import codebook_digest
-from videolm.codes import Codebook
-from videolm.config import ModelConfig, as_dict
+from conftest import K
+
+from videolm.checkpoint import Checkpoint
+from videolm.codebook import Codebook
+from videolm.config import ModelConfig
 from videolm.errors import VideoLMError
-from videolm.generate import extrapolate
+from videolm.generate import rollout
 from videolm.models import RCNN, RNN, build_model, load_model
 
-K = 16
 B, T, GH, GW = 2, 5, 6, 7
-
-
-@pytest.fixture(scope="module")
-def codebook() -> Codebook:
-    centroids = np.random.default_rng(0).normal(size=(K, 16)).astype(np.float32)
-    return Codebook(centroids, 1.0, 4, codebook_digest(centroids))
 
 
 def tiny(name="rcnn", head="atom", **kw) -> ModelConfig:
@@ -73,6 +68,7 @@ def test_rnn_is_all_1x1(codebook):
     model = build_model(tiny("rnn", "atom", layers=3), codebook)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.kernel_size == (1, 1) for c in convs)
+    assert len(convs) == 3 + 1  # model.input_layers is honoured (per location), then the recurrence
     rcnn = build_model(tiny("rcnn", "atom", layers=2), codebook)
     assert sum(c.kernel_size == (3, 3) for c in rcnn.modules() if isinstance(c, torch.nn.Conv2d)) == 2
 
@@ -129,30 +125,31 @@ def test_load_model_round_trip(codebook, tmp_path):
     cfg = tiny("rnn", "tied")
     model = build_model(cfg, codebook)
     path = tmp_path / "model.pt"
-    torch.save({"model": model.state_dict(), "model_config": as_dict(cfg), "codebook": codebook.digest}, path)
+    Checkpoint(model.state_dict(), cfg.model_dump(), K, codebook.digest).save(path)
     loaded = load_model(path, codebook)
     x = codes(seed=3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)[0], model.eval()(x)[0])
-    other = Codebook(codebook.centroids + 1, 1.0, 4, codebook_digest(codebook.centroids + 1))
+    other = Codebook(codebook.centroids + 1, 1.0, 4)
     with pytest.raises(VideoLMError, match="model.pt"):
         load_model(path, other)
     with pytest.raises(VideoLMError, match="nothing.pt"):
         load_model(tmp_path / "nothing.pt", codebook)
 
 
-def test_extrapolate_feeds_back_argmax(codebook):
+def test_rollout_feeds_back_argmax(codebook):
     torch.manual_seed(0)
     model = build_model(tiny("rcnn", "atom"), codebook).eval()
     grid = codes(seed=4, shape=(1, 6, GH, GW))[0].numpy()
-    out = extrapolate(model, grid, t0=3, horizon=3)
-    assert out.shape == (3, GH, GW) and out.dtype == np.int64
+    out, entropy = rollout(model, grid[:3], horizon=3)
+    assert out.shape == entropy.shape == (3, GH, GW) and out.dtype == np.int64
     assert out.min() >= 0 and out.max() < K
+    assert (entropy >= 0).all() and (entropy <= np.log2(K) + 1e-4).all()
     with torch.no_grad():
         logits, _, _ = model(torch.from_numpy(grid[:3])[None])
         np.testing.assert_array_equal(out[0], logits[0, -1].argmax(-1).numpy())
         fed = np.concatenate([grid[:3], out[:2]])
         logits, _, _ = model(torch.from_numpy(fed)[None])
         np.testing.assert_array_equal(out[1:], logits[0, -2:].argmax(-1).numpy())
-    sampled = extrapolate(model, grid, t0=3, horizon=2, temperature=1.0, seed=5)
-    np.testing.assert_array_equal(sampled, extrapolate(model, grid, t0=3, horizon=2, temperature=1.0, seed=5))
+    sampled, _ = rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)
+    np.testing.assert_array_equal(sampled, rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)[0])

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import K, moving_grid
+
 from videolm.baselines import fit_baselines
-from videolm.codebook import codebook_digest
-from videolm.codes import Codebook, CodeGrid
+from videolm.codes import CodeGrid
 from videolm.config import ModelConfig, Params, TrainConfig
 from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
@@ -18,22 +19,8 @@ from videolm.scoring import predict_video, score_part
 from videolm.models import build_model
 from videolm.train import train_model
 
-K = 16
-T, GH, GW = 30, 8, 8
-TRAIN_END, VAL_END = 20, 25
-
-
-def moving_grid(seed=0, video_id="clip") -> CodeGrid:
-    """Random codes moving one cell to the right per frame (wrapping)."""
-    base = np.random.default_rng(seed).integers(0, K, (GH, GW))
-    codes = np.stack([np.roll(base, t, axis=1) for t in range(T)]).astype(np.uint16)
-    return CodeGrid(video_id, codes, TRAIN_END, VAL_END)
-
-
-@pytest.fixture(scope="module")
-def codebook() -> Codebook:
-    centroids = np.random.default_rng(1).normal(size=(K, 16)).astype(np.float32)
-    return Codebook(centroids, 1.0, 4, codebook_digest(centroids))
+GH, GW = 6, 8  # moving_grid's code grid
+TRAIN_END, VAL_END = 18, 22
 
 
 def tiny_params(seed=0, epochs=3, steps=100, **train) -> Params:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from conftest import N_FRAMES, H, W, moving_frames, write_video
@@ -286,17 +285,16 @@ def test_extract_frames_and_list(tmp_path):
     write_video(src / "sub" / "a.mp4", moving_frames(seed=2, n_frames=20), fps=10)
     out = tmp_path / "frames"
     cfg = DataConfig(dir=str(src), scale=0.5, split="auto", val_fraction=0.1, test_fraction=0.2)
-    rows = extract_frames(find_videos(src, EXTS), out, cfg, seed=0)
+    written = extract_frames(find_videos(src, EXTS), out, cfg, seed=0)
     assert sorted(p.name for p in out.iterdir()) == ["b.h5", "sub__a.h5", "videos.json"]
-    assert {r["video"]: r["frames"] for r in rows} == {"b.mp4": 12, "sub/a.mp4": 20}
+    assert {v.source: v.n_frames for v in written} == {"b.mp4": 12, "sub/a.mp4": 20}
 
-    with h5py.File(out / "sub__a.h5", "r") as f:
-        frames = f["frames"][:]
-        attrs = dict(f.attrs)
+    a = VideoFrames.open(out / "sub__a.h5")
+    frames = a.read()
     assert frames.dtype == np.uint8 and frames.shape == (20, H // 2, W // 2)
-    assert attrs["source"] == "sub/a.mp4"
-    assert float(attrs["fps"]) == pytest.approx(10)
-    assert (int(attrs["train_end"]), int(attrs["val_end"])) == time_split(20, 0.1, 0.2) == (14, 16)
+    assert a.source == "sub/a.mp4" and a.video_id == "sub__a"
+    assert a.fps == pytest.approx(10)
+    assert (a.train_end, a.val_end) == time_split(20, 0.1, 0.2) == (14, 16)
     direct = np.stack(list(decode_gray(src / "sub" / "a.mp4", scale=0.5)))
     np.testing.assert_array_equal(frames, direct)
 

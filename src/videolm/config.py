@@ -1,24 +1,34 @@
-"""The typed schema of `params.yaml`.
+"""The schema of `params.yaml`, and `load_params`, which every stage calls first.
 
-Every stage loads `params.yaml` through `load_params`, which composes it with Hydra (so
-`python stages/X.py train.lr=0.01` overrides work), merges it into the dataclasses below
-(so a typo'd key or a wrong type in the file or in an override fails with the key named),
-and then checks the values against what the pipeline can do (`Params.validate`).
-A stage therefore stops before any work with one line naming the key, the value and
-what is allowed.
+One source of truth: each key's type, default, allowed range and meaning are declared once,
+on the pydantic fields below. `params.yaml` holds the values of the tracked runs (equal to
+these defaults; a test checks it), and its comments are a summary of the descriptions here.
+
+`python stages/X.py train.lr=0.01` overrides are parsed with Hydra's override grammar, through
+its public parser: the grammar `dvc exp run -S train.lr=0.01` uses, so an override means the
+same in both. It types values (`0.01` a float, `true` a bool, `null` None), reads lists
+(`data.extensions=[mp4,avi]`) and quoting (`data.dir='my videos'`, `data.dir="2024"` a string).
+`OmegaConf.from_dotlist` reads values as YAML 1.1 instead, which differs from `-S` (`yes` is a
+bool there, `inf` a string), and it takes `train.lr` (no `=`) as null and `train.lr=0.1,0.2` as
+a string, where the grammar refuses them. Only the parser is used: no config composition,
+nothing written to disk (no `outputs/`, no `.hydra/`).
+
+Every value, from the file or an override, is then checked by the schema: an unknown key
+(a typo), a wrong type or a value out of range stops the stage before any work, with one
+line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from videolm.errors import VideoLMError
 
@@ -27,196 +37,237 @@ class ConfigError(VideoLMError):
     """A parameter has a value the pipeline cannot use; the message names the key."""
 
 
-@dataclass
-class PathsConfig:
+def _not_allowed(given: str, rule: str) -> PydanticCustomError:
+    """A cross-field rule's error: `given` names the key(s) and value(s) in full."""
+    return PydanticCustomError("not_allowed", "{given} is not allowed: {rule}", {"given": given, "rule": rule})
+
+
+class _Section(BaseModel):
+    # strict: no silent conversions (a bool is not an int, "0.1" is not a float; an int is a float).
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class PathsConfig(_Section):
     """Where each stage writes; `dvc.yaml` reads the same keys (`${paths.frames}`)."""
 
-    samples: str = "data/samples"
-    frames: str = "data/frames"
-    patches: str = "data/patches.h5"
-    codebook: str = "data/codebook.h5"
-    codes: str = "data/codes"
-    model: str = "models/model.pt"
-    live: str = "dvclive"
-    metrics: str = "metrics"
-    plots: str = "plots"
+    samples: str = Field("data/samples", description="folder the sample videos are downloaded to")
+    frames: str = Field("data/frames", description="decoded gray frames, one file per video")
+    patches: str = Field("data/patches.h5", description="patches sampled to fit the codebook")
+    codebook: str = Field("data/codebook.h5", description="the k-means centroids")
+    codes: str = Field("data/codes", description="every frame encoded as a grid of codes")
+    model: str = Field("models/model.pt", description="the trained model's checkpoint")
+    live: str = Field("dvclive", description="DVCLive's folder (training curves)")
+    metrics: str = Field("metrics", description="the stages' JSON metrics")
+    plots: str = Field("plots", description="pictures and plot data")
 
 
-@dataclass
-class DataConfig:
-    dir: str = "data/samples"  # folder of videos (searched recursively)
-    extensions: list[str] = field(
-        default_factory=lambda: ["mp4", "avi", "mkv", "webm", "mpg", "mpeg", "ogv", "mov", "m4v"]
-    )
-    scale: float = 0.5  # resize factor applied while decoding
-    frame_stride: int = 1  # keep every n-th frame
-    max_frames: int = 0  # per video, after the stride; 0 = all
-    split: str = "auto"  # auto | time | video | ucf101
-    ucf101_list: int = 1  # which trainlist0X/testlist0X pair when split=ucf101
-    min_videos_for_video_split: int = 10  # auto: split by video from this many videos on
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
+class DataConfig(_Section):
+    """Which videos, how they are decoded, and how they are split into train/validation/test."""
 
+    dir: str = Field("data/samples", min_length=1, description="folder of videos, searched recursively")
+    extensions: list[str] = Field(
+        default_factory=lambda: ["mp4", "avi", "mkv", "webm", "mpg", "mpeg", "ogv", "mov", "m4v"],
+        description="file extensions taken as videos")
+    scale: float = Field(0.5, gt=0, le=4, description="resize factor applied while decoding")
+    frame_stride: int = Field(1, ge=1, description="keep every n-th frame")
+    max_frames: int = Field(0, ge=0, description="frames per video, after the stride; 0 = all")
+    split: Literal["auto", "time", "video", "ucf101"] = Field(
+        "auto", description="time: the end of each video is validation/test; video: whole videos are; "
+                            "ucf101: the official lists; auto: video from min_videos_for_video_split videos on, "
+                            "else time")
+    ucf101_list: int = Field(1, ge=1, le=3, description="which trainlist0X/testlist0X pair when split=ucf101")
+    min_videos_for_video_split: int = Field(10, ge=1, description="split=auto: split by video from this many "
+                                                                  "videos on")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation share of the frames (time split), "
+                                                             "videos (video split) or training groups (ucf101)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="test share, as val_fraction")
 
-@dataclass
-class PatchesConfig:
-    size: int = 8  # patch side in pixels
-    stride: int = 8  # step between patch positions when encoding; < size overlaps
-    n_train: int = 200_000  # patches sampled from training frames to fit the codebook
-    n_heldout: int = 20_000  # held-out patches (other frames) for the codebook's PSNR
-
-
-@dataclass
-class CodebookConfig:
-    k: int = 1024
-    batch_size: int = 4096
-    max_iter: int = 20  # passes over the sampled patches
-    init: str = "random"  # random | k-means++
-    init_size: int = 0  # points used for the init; 0 = 3 * k
-
-
-@dataclass
-class EncodeConfig:
-    chunk_frames: int = 32  # frames encoded at once (bounds memory)
-
-
-@dataclass
-class ModelConfig:
-    name: str = "rcnn"  # rcnn | rnn (rnn: no spatial context, 1x1 everywhere)
-    embed_dim: int = 64
-    hidden: int = 128  # feature maps of the recurrent state
-    kernel_size: int = 3  # rcnn: spatial neighbourhood of each input conv
-    input_layers: int = 1  # rcnn: input convolutions before the recurrence
-    nonlinearity: str = "tanh"  # tanh | relu | sigmoid
-    head: str = "atom"  # independent | tied | atom
-    dropout: float = 0.3
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    steps_per_epoch: int = 100
-    batch_size: int = 16
-    crop: int = 8  # side of the random spatial crop, in code cells
-    bptt: int = 8  # time steps per crop (truncated back-propagation through time)
-    full_context: bool = False  # score only crop cells that see their whole neighbourhood (crop grows to fit)
-    reverse_time: bool = True  # augmentation: play half the crops backwards
-    mirror: bool = False  # augmentation: mirror half the crops left-right (codes remapped)
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 2e-3
-    schedule: str = "cosine"  # cosine | constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # 0 = off
-    patience: int = 0  # stop after this many epochs without a better validation loss; 0 = off
-    threads: int = 1  # torch CPU threads; 0 = torch's default
-
-
-@dataclass
-class EvalConfig:
-    context: int = 2  # real frames the model sees before it generates (paper: 2)
-    horizon: int = 10  # frames generated by feeding back the model's own output (paper: 10)
-    temperature: float = 0.0  # 0 = argmax codes; > 0 = sample at this temperature (seeded)
-    motion_threshold: float = 10.0  # gray levels: moving pixels differ this much from the last context frame
-    clip_stride: int = 4  # frames between the starts of test clips; 0 = context + horizon (no overlap)
-    fill_candidates: int = 4  # filling: most likely codes per location tried (plus frame t+1's code)
-    fill_sweeps: int = 2  # filling: passes of iterated conditional modes; 0 = forward prediction only
-    n_pictures: int = 3  # test clips shown in the pictures
-    threads: int = 1  # torch CPU threads; 0 = torch's default
-
-
-@dataclass
-class Params:
-    seed: int = 0
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    patches: PatchesConfig = field(default_factory=PatchesConfig)
-    codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> "Params":
-        """Check values against what the pipeline can do; raise ConfigError naming the key."""
-        d, p, c, m, t, e = self.data, self.patches, self.codebook, self.model, self.train, self.eval
-        _check("data.dir", d.dir, bool(d.dir), "a folder of videos")
-        _check("data.scale", d.scale, 0 < d.scale <= 4, "a factor in (0, 4]")
-        _check("data.frame_stride", d.frame_stride, d.frame_stride >= 1, ">= 1")
-        _check("data.max_frames", d.max_frames, d.max_frames >= 0, ">= 0 (0 = all)")
-        _one_of("data.split", d.split, ["auto", "time", "video", "ucf101"])
-        _check("data.ucf101_list", d.ucf101_list, d.ucf101_list in (1, 2, 3), "1, 2 or 3")
-        for key, value in [("data.val_fraction", d.val_fraction), ("data.test_fraction", d.test_fraction)]:
-            _check(key, value, 0 < value < 1, "a fraction in (0, 1)")
-        _check("data.test_fraction", d.test_fraction, d.val_fraction + d.test_fraction < 1,
-               "val_fraction + test_fraction < 1")
-        _check("patches.size", p.size, 2 <= p.size <= 64, "2..64 pixels")
-        _check("patches.stride", p.stride, 1 <= p.stride <= p.size, f"1..patches.size ({p.size})")
-        _check("codebook.k", c.k, 2 <= c.k <= 65535, "2..65535 (codes are stored as uint16)")
-        _check("patches.n_train", p.n_train, p.n_train >= c.k, f">= codebook.k ({c.k})")
-        _check("patches.n_heldout", p.n_heldout, p.n_heldout >= 1, ">= 1")
-        _check("codebook.batch_size", c.batch_size, c.batch_size >= 1, ">= 1")
-        _check("codebook.max_iter", c.max_iter, c.max_iter >= 1, ">= 1")
-        _one_of("codebook.init", c.init, ["random", "k-means++"])
-        _check("codebook.init_size", c.init_size, c.init_size == 0 or c.init_size >= c.k, f"0 or >= codebook.k ({c.k})")
-        _check("encode.chunk_frames", self.encode.chunk_frames, self.encode.chunk_frames >= 1, ">= 1")
-        _one_of("model.name", m.name, ["rcnn", "rnn"])
-        _one_of("model.nonlinearity", m.nonlinearity, ["tanh", "relu", "sigmoid"])
-        _one_of("model.head", m.head, ["independent", "tied", "atom"])
-        for key, value in [("model.embed_dim", m.embed_dim), ("model.hidden", m.hidden),
-                           ("model.input_layers", m.input_layers)]:
-            _check(key, value, value >= 1, ">= 1")
-        _check("model.kernel_size", m.kernel_size, m.kernel_size >= 1 and m.kernel_size % 2 == 1, "an odd size >= 1")
-        _check("model.dropout", m.dropout, 0 <= m.dropout < 1, "in [0, 1)")
-        for key, value in [("train.epochs", t.epochs), ("train.steps_per_epoch", t.steps_per_epoch),
-                           ("train.batch_size", t.batch_size), ("train.crop", t.crop), ("train.bptt", t.bptt)]:
-            _check(key, value, value >= 1, ">= 1")
-        _one_of("train.optimizer", t.optimizer, ["adam", "adamw", "sgd"])
-        _one_of("train.schedule", t.schedule, ["cosine", "constant"])
-        _check("train.lr", t.lr, t.lr > 0, "> 0")
-        for key, value in [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip),
-                           ("train.patience", t.patience), ("train.threads", t.threads)]:
-            _check(key, value, value >= 0, ">= 0")
-        _check("eval.context", e.context, e.context >= 1, ">= 1")
-        _check("eval.horizon", e.horizon, e.horizon >= 1, ">= 1")
-        _check("eval.n_pictures", e.n_pictures, e.n_pictures >= 1, ">= 1")
-        for key, value in [("eval.temperature", e.temperature), ("eval.motion_threshold", e.motion_threshold),
-                           ("eval.clip_stride", e.clip_stride), ("eval.fill_sweeps", e.fill_sweeps),
-                           ("eval.threads", e.threads)]:
-            _check(key, value, value >= 0, ">= 0")
-        _check("eval.fill_candidates", e.fill_candidates, e.fill_candidates >= 1, ">= 1")
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise _not_allowed(f"data.val_fraction={self.val_fraction} + data.test_fraction={self.test_fraction}",
+                               "the sum must be < 1 (training data must be left)")
         return self
 
 
-def _check(key: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+class PatchesConfig(_Section):
+    """The patches the codebook is made of."""
+
+    size: int = Field(8, ge=2, le=64, description="patch side in pixels (paper: 8)")
+    stride: int = Field(8, ge=1, description="step between encoded patches, <= size; < size overlaps "
+                                             "(averaged on reconstruction)")
+    n_train: int = Field(200_000, ge=1, description="patches sampled from training frames to fit the codebook; "
+                                                    ">= codebook.k")
+    n_heldout: int = Field(20_000, ge=1, description="patches from validation frames for the codebook's PSNR")
+
+    @model_validator(mode="after")
+    def _stride_within_patch(self) -> PatchesConfig:
+        if self.stride > self.size:
+            raise _not_allowed(f"patches.stride={self.stride}", f"must be <= patches.size ({self.size})")
+        return self
 
 
-def _one_of(key: str, value, choices: list[str]) -> None:
-    _check(key, value, value in choices, "one of " + ", ".join(choices))
+class CodebookConfig(_Section):
+    """k-means (MiniBatchKMeans) over the patches."""
+
+    k: int = Field(1024, ge=2, le=65535, description="centroids (paper: 10000); <= 65535: codes are stored "
+                                                     "as uint16")
+    batch_size: int = Field(4096, ge=1, description="patches per k-means mini-batch")
+    max_iter: int = Field(20, ge=1, description="passes over the sampled patches (early stopping is off)")
+    init: Literal["random", "k-means++"] = Field("random", description="centroid initialisation (k-means++ on "
+                                                                        "3k points is slow at large k)")
+    init_size: int = Field(0, ge=0, description="points used for the init; 0 = 3 * k, else >= k")
+
+    @model_validator(mode="after")
+    def _init_size_covers_k(self) -> CodebookConfig:
+        if self.init_size != 0 and self.init_size < self.k:
+            raise _not_allowed(f"codebook.init_size={self.init_size}", f"must be 0 or >= codebook.k ({self.k})")
+        return self
+
+
+class EncodeConfig(_Section):
+    """Encoding every frame as codes."""
+
+    chunk_frames: int = Field(32, ge=1, description="frames encoded at once (bounds memory)")
+
+
+class ModelConfig(_Section):
+    """The recurrent network over code grids; checkpoints store it (`ModelConfig(**stored)`)."""
+
+    name: Literal["rcnn", "rnn"] = Field("rcnn", description="rcnn: recurrent convolutional network; "
+                                                             "rnn: no spatial context (1x1 everywhere)")
+    embed_dim: int = Field(64, ge=1, description="size of each code's embedding")
+    hidden: int = Field(128, ge=1, description="feature maps of the recurrent state (paper: 128)")
+    kernel_size: int = Field(3, ge=1, description="rcnn: odd side of the spatial neighbourhood of each input "
+                                                  "convolution; the rnn model ignores it (always 1x1)")
+    input_layers: int = Field(1, ge=1, description="input convolutions before the recurrence")
+    nonlinearity: Literal["tanh", "relu", "sigmoid"] = Field("tanh", description="activation of every layer")
+    head: Literal["independent", "tied", "atom"] = Field(
+        "atom", description="output layer: independent weights, tied to the embedding, or from the atoms "
+                            "(centroids)")
+    dropout: float = Field(0.3, ge=0, lt=1, description="on the features before the output layer")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise PydanticCustomError("odd", "Input should be an odd number")
+        return size
+
+
+class TrainConfig(_Section):
+    """Training on random crops of the training codes."""
+
+    epochs: int = Field(30, ge=1, description="epochs of steps_per_epoch steps")
+    steps_per_epoch: int = Field(100, ge=1, description="optimizer steps per epoch")
+    batch_size: int = Field(16, ge=1, description="crops per step")
+    crop: int = Field(8, ge=1, description="side of the random spatial crop, in code cells")
+    bptt: int = Field(8, ge=1, description="time steps per crop (truncated back-propagation through time)")
+    full_context: bool = Field(False, description="score only crop cells that see their whole neighbourhood "
+                                                  "(the crop grows to fit)")
+    reverse_time: bool = Field(True, description="augmentation: play half the crops backwards")
+    mirror: bool = Field(False, description="augmentation: mirror half the crops left-right (codes remapped)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="the optimizer")
+    lr: float = Field(2e-3, gt=0, description="learning rate (the peak, with schedule=cosine)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of the optimizer")
+    grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this; 0 = off")
+    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation loss; "
+                                               "0 = off")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+
+
+class EvalConfig(_Section):
+    """Evaluation on test clips: prediction, generation and filling."""
+
+    context: int = Field(2, ge=1, description="real frames the model sees before it generates (paper: 2)")
+    horizon: int = Field(10, ge=1, description="frames generated by feeding back the model's own output "
+                                               "(paper: 10)")
+    temperature: float = Field(0.0, ge=0, description="0 = argmax codes; > 0 = sample at this temperature "
+                                                      "(seeded)")
+    motion_threshold: float = Field(10.0, ge=0, description="gray levels: moving pixels differ this much from "
+                                                            "the last context frame")
+    clip_stride: int = Field(4, ge=0, description="frames between the starts of test clips; 0 = context + "
+                                                  "horizon (no overlap)")
+    fill_candidates: int = Field(4, ge=1, description="filling: most likely codes tried per location (plus "
+                                                      "frame t+1's code)")
+    fill_sweeps: int = Field(2, ge=0, description="filling: passes of iterated conditional modes; 0 = forward "
+                                                  "prediction only")
+    n_pictures: int = Field(3, ge=1, description="test clips shown in the pictures")
+    threads: int = Field(1, ge=0, description="torch CPU threads; 0 = torch's default")
+
+
+class Params(_Section):
+    """All of `params.yaml`."""
+
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds patch sampling, k-means, splits, crops and "
+                                                         "weights (a 32-bit seed)")
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    patches: PatchesConfig = Field(default_factory=PatchesConfig)
+    codebook: CodebookConfig = Field(default_factory=CodebookConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _enough_patches_for_k(self) -> Params:
+        if self.patches.n_train < self.codebook.k:
+            raise _not_allowed(f"patches.n_train={self.patches.n_train}", f"must be >= codebook.k ({self.codebook.k})")
+        return self
 
 
 def load_params(root: str | Path = ".", overrides: list[str] | None = None) -> Params:
-    """Compose `<root>/params.yaml` with Hydra overrides, type-check it and validate it."""
-    root = Path(root).resolve()
-    if not (root / "params.yaml").is_file():
-        raise ConfigError(f"params.yaml not found in {root}")
+    """`<root>/params.yaml` with `key=value` overrides applied, checked against the schema."""
+    path = Path(root) / "params.yaml"
     try:
-        with initialize_config_dir(config_dir=str(root), version_base=None):
-            raw = compose(config_name="params", overrides=list(overrides or []))
-        merged = OmegaConf.merge(OmegaConf.structured(Params), raw)
-        params = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        message = str(err).splitlines()[0]
-        raise ConfigError(f"params.yaml: {key}: {message}" if key else f"params.yaml: {message}") from None
-    except HydraException as err:  # a bad override
-        unknown = re.match(r"Could not override '(.+?)'", str(err))
-        message = f"{unknown.group(1)}: no such key (a typo?)" if unknown else str(err).splitlines()[0]
-        raise ConfigError(f"params.yaml: {message}") from None
-    return params.validate()
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(f"{path}:{err.problem_mark.line + 1}: {err.problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected keys and values, found {type(raw).__name__}")
+    for override in _parse_overrides(overrides or []):
+        _apply(raw, override)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("; ".join(_describe(error) for error in err.errors())) from None
 
 
-def as_dict(params) -> dict:
-    """Plain nested dict of a config dataclass (for checkpoints and reports)."""
-    return dataclasses.asdict(params)
+def _parse_overrides(texts: list[str]) -> list[Override]:
+    parser = OverridesParser.create()
+    parsed = []
+    for text in texts:
+        try:
+            [override] = parser.parse_overrides([text])
+        except OverrideParseException:
+            raise ConfigError(f"override {text!r}: expected key=value (Hydra's override grammar, "
+                              f"as dvc exp run -S)") from None
+        if override.is_delete() or override.is_sweep_override() or override.package is not None:
+            raise ConfigError(f"override {text!r}: expected key=value (one value: no sweep, ~ or @package)")
+        parsed.append(override)
+    return parsed
+
+
+def _apply(raw: dict, override: Override) -> None:
+    """Set the override's value at its dotted key; the schema then judges key and value."""
+    *sections, name = override.key_or_group.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{override.key_or_group}: no such key (a typo?)")
+    node[name] = override.value()
+
+
+def _describe(error) -> str:
+    """One pydantic error as `key=value is not allowed: what is allowed`."""
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: no such key (a typo?)"
+    if error["type"] == "not_allowed":  # a cross-field rule: its message names the keys
+        return error["msg"]
+    return f"{key}={error['input']!r} is not allowed: {error['msg']}"

@@ -14,6 +14,10 @@ missing frame and the frame after it, over a few candidate codes per location:
   interact and are all re-chosen exactly at once, one batched forward step per lattice
   offset. Every such update can only raise the joint likelihood; a sweep visits every
   offset once, and sweeps stop early when nothing changes.
+
+`evaluate_filling` leaves out the first frame after each test clip's context, fills it from
+the context and the frame after it, and compares it (PSNR / SSIM, full and moving) with the
+average of its two neighbours and with interpolation in flow space.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from videolm.clips import Clip, clip_frames
+from videolm.codebook import Codebook
+from videolm.flow import interpolate_flow
+from videolm.metrics import Pool, moving_mask
+
+METHODS = ("model", "model_forward", "average", "flow", "codebook")
 
 
 @torch.no_grad()
@@ -64,12 +75,32 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
     return grid.numpy(), forward.numpy()
 
 
-@torch.no_grad()
-def joint_log_likelihood(model, before: np.ndarray, middle: np.ndarray, after: np.ndarray) -> float:
-    """log p(c_t = middle, c_{t+1} = after | before) under the model, in nats (for tests)."""
-    model.eval()
-    codes = np.concatenate([before, middle[None], after[None]]).astype(np.int64)
-    logits, _, _ = model(torch.from_numpy(codes[:-1])[None])
-    logp = F.log_softmax(logits[0, -2:].float(), -1)  # predictions of middle and after
-    target = torch.from_numpy(codes[-2:])[..., None]
-    return float(logp.gather(-1, target).sum())
+def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
+                     motion_threshold: float, candidates: int, sweeps: int) -> dict[str, float | int | None]:
+    """Fill frame t0 of every clip (with a frame after it) from the context frames and
+    frame t0 + 1; PSNR / SSIM (full and moving: differs from frame t0 - 1) per method.
+
+    Metrics: `fill_<measure>_<method>` and `fill_frames`.
+    """
+    pools = {m: Pool() for m in METHODS}
+    frames = 0
+    for clip in clips:
+        codes = clip.grid.codes
+        t = clip.t0
+        if t + 1 >= len(codes):
+            continue
+        filled, forward = fill_codes(model, codes[clip.start:t], codes[t + 1], candidates, sweeps)
+        decoded = codebook.decode(np.stack([filled, forward, codes[t].astype(np.int64)]), stride)
+        truth = clip_frames(read_frames, clip, t + 2, decoded.shape[1:])
+        before, target, after = truth[-3], truth[-2], truth[-1]
+        estimates = {"model": decoded[0], "model_forward": decoded[1], "average": (before + after) / 2,
+                     "flow": interpolate_flow(before, after), "codebook": decoded[2]}
+        moving = moving_mask(target, before, motion_threshold)
+        for method in METHODS:
+            pools[method].add(target, estimates[method], moving)
+        frames += 1
+    metrics: dict[str, float | int | None] = {"fill_frames": frames}
+    for method in METHODS:
+        for measure, value in pools[method].result().items():
+            metrics[f"fill_{measure}_{method}"] = value
+    return metrics

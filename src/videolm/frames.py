@@ -1,7 +1,10 @@
 """Frame extraction: videos -> one HDF5 file of gray uint8 frames per video.
 
-A folder of per-video files (rather than one big file) lets parallel workers write
-independently and lets DVC track the folder as one output.
+`VideoFrames` owns the frames file: dataset `frames` uint8 (T, H, W), chunked by frame, and
+as attributes the video's source, fps, split rule, part and split bounds (`video.py`).
+`write_frames` is the only writer, `VideoFrames.open` / `list_frames` the only readers.
+A folder of per-video files (rather than one big file) lets a changed video redo only its
+own file, and lets DVC track the folder as one output. Extraction runs serially today.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -25,7 +29,7 @@ BLOCK = 32  # frames appended to the HDF5 dataset at a time
 
 @dataclass
 class VideoFrames:
-    """One video's frames file, opened lazily."""
+    """One video's frames file, opened lazily: `read` loads only the frames asked for."""
 
     path: Path
     video_id: str
@@ -34,37 +38,33 @@ class VideoFrames:
     frame_shape: tuple[int, int]
     train_end: int
     val_end: int
+    fps: float = 0.0  # 0 where unknown
+
+    @classmethod
+    def open(cls, path: str | Path) -> VideoFrames:
+        path = Path(path)
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            n, height, width = f["frames"].shape
+            return cls(path, path.stem, str(a["source"]), n, (height, width), int(a["train_end"]), int(a["val_end"]),
+                       float(a.get("fps", 0.0)))
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(n, H, W) uint8 frames [start, stop)."""
         with h5py.File(self.path, "r") as f:
             return f["frames"][start:stop]
 
 
-def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> list[dict]:
-    """Decode `videos` to `out_dir/<video_id>.h5`; return one summary row per video."""
-    rule = split_rule(cfg, len(videos))
-    parts = assign_videos(videos, cfg, seed) if rule in ("video", "ucf101") else {}
-    rows = []
-    with atomic_path(out_dir) as tmp_dir:
-        tmp_dir.mkdir()
-        for video in tqdm(videos, desc="extract_frames", unit="video"):
-            part = "time" if rule == "time" else parts.get(video.video_id)
-            if part is None:
-                log.warning("%s: not in the UCF-101 split lists, skipped", video.source)
-                continue
-            n = write_video_frames(video, tmp_dir / f"{video.video_id}.h5", cfg, rule, part)
-            train_end, val_end = split_bounds(part, n, cfg)
-            rows.append({"video": video.source, "frames": n, "train_end": train_end, "val_end": val_end})
-        write_json(tmp_dir / "videos.json", rows)
-    return rows
+def write_frames(path: Path, frames: Iterator[np.ndarray], split: Callable[[int], tuple[int, int]],
+                 attrs: dict) -> VideoFrames:
+    """Stream gray (H, W) uint8 frames into a new frames file, `BLOCK` at a time.
 
-
-def write_video_frames(video: Video, path: Path, cfg: DataConfig, rule: str, part: str) -> int:
-    """Stream one video's gray frames into an HDF5 file; return the number of frames."""
-    frames = decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)
+    `split(n)` gives (train_end, val_end) once the number of frames n is known; `attrs`
+    (source, fps, split rule, part) are stored beside them.
+    """
     first = next(frames, None)
     if first is None:
-        raise VideoError(f"{video.source}: no frames could be decoded")
+        raise VideoError(f"{attrs['source']}: no frames could be decoded")
     height, width = first.shape
     with create_h5(path) as f:
         dset = h5_dataset(f, "frames", shape=(0, height, width), maxshape=(None, height, width),
@@ -77,10 +77,30 @@ def write_video_frames(video: Video, path: Path, cfg: DataConfig, rule: str, par
                 n = _append(dset, block, n)
                 block = []
         n = _append(dset, block, n)
-        train_end, val_end = split_bounds(part, n, cfg)
-        write_attrs(f, {"source": video.source, "fps": video_fps(video.path), "split_rule": rule,
-                        "part": part, "train_end": train_end, "val_end": val_end})
-    return n
+        train_end, val_end = split(n)
+        write_attrs(f, {**attrs, "train_end": train_end, "val_end": val_end})
+    return VideoFrames.open(path)
+
+
+def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> list[VideoFrames]:
+    """Decode `videos` to `out_dir/<video_id>.h5`, one after the other; return what was written."""
+    rule = split_rule(cfg, len(videos))
+    parts = assign_videos(videos, cfg, seed) if rule in ("video", "ucf101") else {}
+    written = []
+    with atomic_path(out_dir) as tmp_dir:
+        tmp_dir.mkdir()
+        for video in tqdm(videos, desc="extract_frames", unit="video"):
+            part = "time" if rule == "time" else parts.get(video.video_id)
+            if part is None:
+                log.warning("%s: not in the UCF-101 split lists, skipped", video.source)
+                continue
+            frames = decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)
+            attrs = {"source": video.source, "fps": video_fps(video.path), "split_rule": rule, "part": part}
+            written.append(write_frames(tmp_dir / f"{video.video_id}.h5", frames,
+                                        lambda n: split_bounds(part, n, cfg), attrs))
+        write_json(tmp_dir / "videos.json", [{"video": v.source, "frames": v.n_frames, "train_end": v.train_end,
+                                              "val_end": v.val_end} for v in written])
+    return written
 
 
 def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
@@ -92,14 +112,7 @@ def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
 
 def list_frames(frames_dir: str | Path) -> list[VideoFrames]:
     """The frames files of an `extract_frames` output folder, sorted by video id."""
-    out = []
-    for path in h5_files(frames_dir, "frames files", "extract_frames"):
-        with h5py.File(path, "r") as f:
-            a = f.attrs
-            n, height, width = f["frames"].shape
-            out.append(VideoFrames(path, path.stem, str(a["source"]), n, (height, width),
-                                   int(a["train_end"]), int(a["val_end"])))
-    return out
+    return [VideoFrames.open(path) for path in h5_files(frames_dir, "frames files", "extract_frames")]
 
 
 def check_patch_fits(videos: list[VideoFrames], size: int) -> None:

@@ -1,12 +1,31 @@
-"""Generation: extrapolate future code grids by feeding the model its own predictions."""
+"""Generation, the paper's protocol: extrapolate future code grids by feeding the model its
+own predictions, and measure them in pixels against the baselines.
+
+Test clips of `eval.context` real frames then `eval.horizon` frames; the model sees only the
+clip's context and feeds its own predictions back. At every horizon it is compared, in PSNR
+and SSIM on the full frame and on the moving region (pixels where the true frame differs
+from the last context frame by more than `eval.motion_threshold` gray levels), with copying
+the last context frame (its pixels, and its codes: the same copy seen through the
+codebook), constant optical flow, and the codebook's reconstruction of the true codes (the
+best any prediction of codes can do, up to choosing codes for pixels instead of patches).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from videolm.clips import Clip, clip_frames
+from videolm.codebook import Codebook
+from videolm.errors import VideoLMError
+from videolm.flow import extrapolate_flow
+from videolm.metrics import MEASURES, Pool, moving_mask
+
+METHODS = ("model", "copy_last", "copy_last_codes", "flow", "codebook")
 
 
 @torch.no_grad()
@@ -39,9 +58,72 @@ def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0,
     return torch.stack(codes).numpy(), torch.stack(entropy).numpy()
 
 
-def extrapolate(model, codes: np.ndarray, t0: int, horizon: int, temperature: float = 0.0,
-                seed: int = 0, context: int | None = None) -> np.ndarray:
-    """Predict frames t0 .. t0 + horizon - 1 from the real frames before t0: all of them
-    [0, t0), or the last `context` of them. Returns (horizon, H, W) int64 codes."""
-    start = 0 if context is None else max(t0 - context, 0)
-    return rollout(model, codes[start:t0], horizon, temperature, seed)[0]
+@dataclass
+class Example:
+    """One clip's frames for the pictures: truth (context + horizon), each method's
+    predictions (horizon), and the entropy (bits) of the model's first predicted grid."""
+
+    clip: Clip
+    truth: np.ndarray
+    predictions: dict[str, np.ndarray]
+    entropy: np.ndarray
+
+
+@dataclass
+class Generation:
+    curves: dict[str, list[dict]]  # method -> one row per horizon (plots)
+    metrics: dict[str, float | int | None]
+    examples: list[Example]
+
+
+def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
+                        horizon: int, temperature: float, motion_threshold: float, seed: int,
+                        pictures: list[int] = ()) -> Generation:
+    """Per-horizon PSNR / SSIM (full and moving) of the model and the baselines over `clips`.
+
+    Metrics: `gen_<measure>_<method>_h1` (first generated frame) and `..._mean` (mean over
+    the horizons of the per-horizon values), plus `gen_clips` and `gen_moving_fraction`.
+    """
+    if not clips:
+        raise VideoLMError("no test clips to generate from")
+    pools = {(m, h): Pool() for m in METHODS for h in range(horizon)}
+    examples = {}
+    for i, clip in enumerate(clips):
+        codes = clip.grid.codes
+        context = clip.t0 - clip.start
+        generated, entropy = rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i)
+        model_frames = codebook.decode(generated, stride)
+        truth = clip_frames(read_frames, clip, clip.t0 + horizon, model_frames.shape[1:])
+        last = truth[context - 1]
+        copy = np.repeat(last[None], horizon, 0)
+        last_codes = codebook.decode(codes[clip.t0 - 1][None].astype(np.int64), stride)
+        predictions = {
+            "model": model_frames,
+            "copy_last": copy,
+            "copy_last_codes": np.repeat(last_codes, horizon, 0),
+            # with one context frame there is no motion to extrapolate: flow = copy_last
+            "flow": extrapolate_flow(truth[context - 2], last, horizon) if context >= 2 else copy,
+            "codebook": codebook.decode(codes[clip.t0:clip.t0 + horizon].astype(np.int64), stride),
+        }
+        for h in range(horizon):
+            target = truth[context + h]
+            moving = moving_mask(target, last, motion_threshold)
+            for method in METHODS:
+                pools[method, h].add(target, predictions[method][h], moving)
+        if i in pictures:
+            examples[i] = Example(clip, truth, predictions, entropy[0])
+    curves = {m: [{"horizon": h + 1, **pools[m, h].result()} for h in range(horizon)] for m in METHODS}
+    metrics: dict[str, float | int | None] = {"gen_clips": len(clips)}
+    moving = [pools["model", h] for h in range(horizon)]
+    metrics["gen_moving_fraction"] = sum(p.pixels_moving for p in moving) / sum(p.pixels for p in moving)
+    for method in METHODS:
+        for measure in MEASURES:
+            values = [row[measure] for row in curves[method]]
+            metrics[f"gen_{measure}_{method}_h1"] = values[0]
+            metrics[f"gen_{measure}_{method}_mean"] = _mean(values)
+    return Generation(curves, metrics, [examples[i] for i in pictures])
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None

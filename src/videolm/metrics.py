@@ -1,4 +1,7 @@
-"""Metrics: bits per patch, perplexity, PSNR, SSIM, and the moving-region mask.
+"""Image metrics, pooled over many frames: PSNR, SSIM, the moving-region mask, and `Pool`.
+
+Every PSNR is pooled over the pixels it covers (squared errors summed first, then dB), and
+every SSIM is the mean of the SSIM map over the same pixels (minus a 5-pixel border).
 
 SSIM is the standard form of Wang, Bovik, Sheikh and Simoncelli (2004): local means,
 variances and covariance weighted by an 11x11 Gaussian window (sigma 1.5, population
@@ -11,6 +14,7 @@ use_sample_covariance=False, data_range=255)` do).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import correlate1d
@@ -29,15 +33,6 @@ def psnr(reference: np.ndarray, estimate: np.ndarray, peak: float = 255.0) -> fl
 def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
     """PSNR in dB of a mean squared error (pooled over many frames); 0 gives +inf."""
     return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
-
-
-def bits_per_patch(nll_nats: float) -> float:
-    """Mean negative log-likelihood in nats -> bits per code (entropy rate estimate)."""
-    return nll_nats / math.log(2)
-
-
-def perplexity(nll_nats: float) -> float:
-    return math.exp(nll_nats)
 
 
 def gaussian_window(radius: int = SSIM_RADIUS, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -75,16 +70,6 @@ def ssim_map(reference: np.ndarray, estimate: np.ndarray, data_range: float = 25
     return s[r:-r, r:-r]
 
 
-def ssim(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None,
-         data_range: float = 255.0) -> float:
-    """Mean SSIM of two gray frames over the interior (see `ssim_map`), or over the interior
-    pixels where `mask` (H, W) is true; NaN when no such pixel exists."""
-    s = ssim_map(reference, estimate, data_range)
-    if mask is not None:
-        s = s[interior(mask)]
-    return float(s.mean()) if s.size else math.nan
-
-
 def interior(image: np.ndarray) -> np.ndarray:
     """The part of an (H, W) array that `ssim_map` covers (a border of 5 pixels removed)."""
     r = SSIM_RADIUS
@@ -95,3 +80,46 @@ def moving_mask(frame: np.ndarray, reference: np.ndarray, threshold: float) -> n
     """(H, W) bool: where `frame` differs from `reference` (e.g. the last context frame) by
     more than `threshold` gray levels."""
     return np.abs(np.asarray(frame, np.float64) - np.asarray(reference, np.float64)) > threshold
+
+
+MEASURES = ("psnr", "ssim", "psnr_moving", "ssim_moving")  # what a `Pool` reports
+
+
+@dataclass
+class Pool:
+    """Pooled PSNR and SSIM terms of one method (at one horizon), full frame and moving region."""
+
+    sq: float = 0.0
+    pixels: int = 0
+    sq_moving: float = 0.0
+    pixels_moving: int = 0
+    ssim: float = 0.0
+    ssim_pixels: int = 0
+    ssim_moving: float = 0.0
+    ssim_pixels_moving: int = 0
+
+    def add(self, truth: np.ndarray, estimate: np.ndarray, moving: np.ndarray) -> None:
+        err = (np.asarray(truth, np.float64) - np.asarray(estimate, np.float64)) ** 2
+        self.sq += float(err.sum())
+        self.pixels += err.size
+        self.sq_moving += float(err[moving].sum())
+        self.pixels_moving += int(moving.sum())
+        s, inner = ssim_map(truth, estimate), interior(moving)
+        self.ssim += float(s.sum())
+        self.ssim_pixels += s.size
+        self.ssim_moving += float(s[inner].sum())
+        self.ssim_pixels_moving += int(inner.sum())
+
+    def result(self) -> dict[str, float | None]:
+        """psnr, ssim, psnr_moving, ssim_moving; None where no pixel was pooled."""
+        return {"psnr": _ratio_psnr(self.sq, self.pixels), "ssim": _ratio(self.ssim, self.ssim_pixels),
+                "psnr_moving": _ratio_psnr(self.sq_moving, self.pixels_moving),
+                "ssim_moving": _ratio(self.ssim_moving, self.ssim_pixels_moving)}
+
+
+def _ratio(total: float, count: int) -> float | None:
+    return total / count if count else None
+
+
+def _ratio_psnr(sq: float, count: int) -> float | None:
+    return psnr_from_mse(sq / count) if count else None

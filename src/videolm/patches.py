@@ -2,14 +2,20 @@
 
 The paper's only preprocessing is dividing gray values by the standard deviation of
 the training data; `std` is computed once from training frames and stored with the
-patches and the codebook so that every later stage undoes it the same way.
+patches and the codebook so that every later stage undoes it the same way. `PatchSample`
+owns the `patches.h5` file (the sample the codebook is fitted on).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
 import numpy as np
 
 from videolm.errors import VideoLMError
+from videolm.io import atomic_path, create_h5, h5_dataset, write_attrs
 
 
 def grid_shape(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
@@ -62,27 +68,57 @@ def sample_patches(frames: np.ndarray, n: int, size: int, rng: np.random.Generat
     return frames[t[:, None, None], rows, cols].reshape(n, size * size).astype(np.float32)
 
 
+@dataclass(eq=False)
+class PatchSample:
+    """Random patches for fitting and checking the codebook, in units of gray / std."""
 
-def sample_training_patches(videos, n_train: int, n_heldout: int, size: int, seed: int):
+    train: np.ndarray  # (n_train, size*size) float32, from training frames
+    heldout: np.ndarray  # (n_heldout, size*size) float32, from validation frames
+    std: float  # of the training frames' gray values
+    size: int  # patch side in pixels
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp, create_h5(tmp) as f:
+            h5_dataset(f, "train", self.train)
+            h5_dataset(f, "heldout", self.heldout)
+            write_attrs(f, {"std": self.std, "patch_size": self.size})
+
+    @classmethod
+    def load(cls, path: str | Path) -> PatchSample:
+        path = Path(path)
+        if not path.is_file():
+            raise VideoLMError(f"{path}: patch sample not found (run the sample_patches stage first)")
+        with h5py.File(path, "r") as f:
+            return cls(f["train"][:], f["heldout"][:], float(f.attrs["std"]), int(f.attrs["patch_size"]))
+
+
+def training_std(videos, chunk_frames: int = 64) -> float:
+    """Standard deviation of the gray values of every training frame, read `chunk_frames` at a
+    time. The sums are integers (exact), so the result does not depend on the chunking."""
+    total = total_sq = count = 0
+    for v in videos:
+        for start in range(0, v.train_end, chunk_frames):
+            frames = v.read(start, min(start + chunk_frames, v.train_end)).astype(np.int64)
+            total, total_sq, count = total + int(frames.sum()), total_sq + int((frames ** 2).sum()), count + frames.size
+    if count == 0:
+        raise VideoLMError("no training frames to sample patches from (check the split)")
+    return float(np.sqrt(float(total_sq) / count - (float(total) / count) ** 2)) or 1.0
+
+
+def sample_training_patches(videos, n_train: int, n_heldout: int, size: int, seed: int) -> PatchSample:
     """Random patches for the codebook: `n_train` from training frames, `n_heldout` from
     validation frames (or, where no video has any, from training frames too).
 
     `videos` are `VideoFrames`. Each video gives patches in proportion to its pixel count
-    in that part. Returns (train, heldout) normalized patches and the training std.
+    in that part; one video's part is read at a time.
     """
     rng = np.random.default_rng(seed)
     has_val = any(v.val_end > v.train_end for v in videos)
-    total = total_sq = count = 0.0
-    for v in videos:
-        frames = v.read(0, v.train_end).astype(np.float64)
-        total, total_sq, count = total + frames.sum(), total_sq + (frames ** 2).sum(), count + frames.size
-    if count == 0:
-        raise VideoLMError("no training frames to sample patches from (check the split)")
-    std = float(np.sqrt(total_sq / count - (total / count) ** 2)) or 1.0
+    std = training_std(videos)
     train = _sample_part(videos, lambda v: (0, v.train_end), n_train, size, rng)
     heldout_part = (lambda v: (v.train_end, v.val_end)) if has_val else (lambda v: (0, v.train_end))
     heldout = _sample_part(videos, heldout_part, n_heldout, size, rng)
-    return train / std, heldout / std, std
+    return PatchSample(train / std, heldout / std, std, size)
 
 
 def _sample_part(videos, bounds, n: int, size: int, rng: np.random.Generator) -> np.ndarray:

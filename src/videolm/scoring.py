@@ -4,11 +4,12 @@ given all earlier frames.
 The model runs over each video from its first frame with the recurrent state carried
 through, and is scored on the frames of one part (validation or test) given everything
 before them: the same conditioning as a language model scored on a held-out text. Training
-uses it for validation, evaluation for the test metrics.
+uses it for validation, evaluation for the test metrics (`score_test`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from videolm.baselines import Baselines
+from videolm.codebook import Codebook
 from videolm.codes import CodeGrid
+from videolm.errors import VideoLMError
+from videolm.metrics import psnr_from_mse
 
 
 @dataclass
@@ -67,3 +71,46 @@ def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | N
             if on_frame is not None:
                 on_frame(grid, t, logp)
     return scores
+
+
+def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
+             baselines: Baselines, stride: int) -> dict:
+    """Test metrics: bits per patch and perplexity (model and baselines), and 1-step PSNR.
+
+    `read_frames(video_id)` gives the video's true gray frames (T, H, W); PSNR is computed on the part of
+    the frame covered by the patch grid, pooled over all test frames (mean squared error
+    first, then dB).
+    """
+    sq = {"model": 0.0, "copy_last": 0.0, "codebook": 0.0}
+    pixels = [0]
+
+    def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor) -> None:
+        video = read_frames(grid.video_id)
+        predicted = codebook.decode(logp.argmax(-1).numpy()[None], stride)[0]
+        h, w = predicted.shape
+        truth = video[t, :h, :w].astype(np.float64)
+        sq["model"] += float(((truth - predicted) ** 2).sum())
+        sq["copy_last"] += float(((truth - video[t - 1, :h, :w]) ** 2).sum())
+        sq["codebook"] += float(((truth - codebook.decode(grid.codes[t][None].astype(np.int64), stride)[0]) ** 2).sum())
+        pixels[0] += truth.size
+
+    scores = score_part(model, grids, "test", baselines, add_psnr_terms)
+    if scores.count == 0:
+        raise VideoLMError("no test frames to evaluate (check data.test_fraction and the split)")
+    metrics = {"test_patches": scores.count}
+    for name in scores.nll:
+        metrics[f"{name}_bits_per_patch"] = bits_per_patch(scores.mean(name))
+        metrics[f"{name}_perplexity"] = perplexity(scores.mean(name))
+    metrics["model_vs_copy_previous_perplexity"] = metrics["model_perplexity"] / metrics["copy_previous_perplexity"]
+    for name, total in sq.items():
+        metrics[f"psnr_1step_{name}"] = psnr_from_mse(total / pixels[0])
+    return metrics
+
+
+def bits_per_patch(nll_nats: float) -> float:
+    """Mean negative log-likelihood in nats -> bits per code (entropy rate estimate)."""
+    return nll_nats / math.log(2)
+
+
+def perplexity(nll_nats: float) -> float:
+    return math.exp(nll_nats)

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from videolm.codes import Codebook, CodeGrid
+from videolm.codebook import Codebook
+from videolm.codes import CodeGrid
 from videolm.config import Params
 from videolm.dataset import CodeGridDataset
 from videolm.models import build_model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from videolm.codes import Codebook
+from videolm.checkpoint import Checkpoint
+from videolm.codebook import Codebook
 from videolm.config import ModelConfig
 from videolm.errors import VideoLMError
 from videolm.models.rcnn import RCNN
@@ -19,14 +20,11 @@ def build_model(cfg: ModelConfig, codebook: Codebook) -> RCNN:
 
 
 def load_model(path, codebook: Codebook) -> RCNN:
-    """Rebuild a trained model from its checkpoint (weights only: no code is executed)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise VideoLMError(f"{path}: no model checkpoint (run the train stage first)") from None
-    if checkpoint["codebook"] != codebook.digest:
-        raise VideoLMError(f"{path}: trained with codebook {checkpoint['codebook']}, not the current "
+    """Rebuild a trained model from its checkpoint, checked against the current codebook."""
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.codebook != codebook.digest:
+        raise VideoLMError(f"{path}: trained with codebook {checkpoint.codebook}, not the current "
                            f"one ({codebook.digest}); rerun the train stage")
-    model = build_model(ModelConfig(**checkpoint["model_config"]), codebook)
-    model.load_state_dict(checkpoint["model"])
+    model = build_model(ModelConfig(**checkpoint.model_config), codebook)
+    model.load_state_dict(checkpoint.model)
     return model.eval()

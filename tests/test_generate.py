@@ -1,0 +1,78 @@
+"""Test clips, multi-step generation against the baselines, and the pictures drawn from it."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import frames_of, moving_grid, tiny_model
+
+from videolm.clips import evaluation_clips, picture_clips
+from videolm.generate import METHODS, evaluate_generation
+from videolm.metrics import MEASURES
+from videolm.pictures import animation, comparison_grid, entropy_picture, upsample_cells
+
+SIZE = 4  # the tiny codebook's patch side, used as the stride
+GH, GW = 6, 8  # moving_grid's code grid
+VAL_END = 22
+
+
+def test_test_clips_stay_in_the_test_part():
+    grids = [moving_grid(0, "a"), moving_grid(1, "b", n=26)]  # test frames 22..29 and 22..25
+    clips = evaluation_clips(grids, context=2, horizon=2)
+    assert [(c.grid.video_id, c.start, c.t0) for c in clips] == [("a", 22, 24), ("a", 26, 28), ("b", 22, 24)]
+    overlapping = evaluation_clips(grids, context=2, horizon=2, stride=1)
+    assert len(overlapping) == 5 + 1
+    assert all(c.start >= VAL_END and c.t0 + 2 <= len(c.grid.codes) for c in overlapping)
+    assert evaluation_clips(grids, context=5, horizon=5) == []
+    assert picture_clips(overlapping, 3) == [0, 5, 1]  # first clip of each video first
+
+
+def test_generation_metrics_and_curves(codebook):
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    frames = frames_of(codebook, grids)
+    model = tiny_model(codebook)
+    clips = evaluation_clips(grids, 2, 3, stride=2)
+    gen = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, horizon=3, temperature=0.0,
+                              motion_threshold=10, seed=0, pictures=[2, 0])
+    names = {"gen_clips", "gen_moving_fraction"} | {f"gen_{m}_{method}_{when}" for m in MEASURES
+                                                     for method in METHODS for when in ("h1", "mean")}
+    assert set(gen.metrics) == names
+    assert gen.metrics["gen_clips"] == len(clips) == 4
+    assert set(gen.curves) == set(METHODS)
+    for rows in gen.curves.values():
+        assert [r["horizon"] for r in rows] == [1, 2, 3]
+        assert all(set(r) == {"horizon", *MEASURES} for r in rows)
+    # the codebook rendering of the true codes is close to the (noisy) truth; copying is not
+    assert gen.metrics["gen_psnr_codebook_mean"] > 40 > gen.metrics["gen_psnr_copy_last_mean"]
+    assert 0 < gen.metrics["gen_moving_fraction"] < 1
+    assert [clips.index(e.clip) for e in gen.examples] == [2, 0]
+    assert gen.examples[0].entropy.shape == (GH, GW) and (gen.examples[0].entropy >= 0).all()
+    again = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0)
+    assert again.metrics == gen.metrics
+
+
+def test_sampling_is_seeded(codebook):
+    grids = [moving_grid(0, "a")]
+    frames = frames_of(codebook, grids)
+    model = tiny_model(codebook)
+    clips = evaluation_clips(grids, 2, 3)
+    runs = [evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 1.0, 10, seed).metrics
+            for seed in (0, 0, 1)]
+    assert runs[0] == runs[1] != runs[2]
+
+
+def test_pictures(codebook):
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    frames = frames_of(codebook, grids)
+    gen = evaluate_generation(tiny_model(codebook), evaluation_clips(grids, 2, 3), frames.__getitem__, codebook, SIZE,
+                              3, 0.0, 10, 0, pictures=[0, 1])
+    grid = comparison_grid(gen.examples)
+    h, w = frames["a"].shape[1:]
+    assert grid.dtype == np.uint8 and grid.ndim == 2
+    assert grid.shape[0] > 2 * 4 * h and grid.shape[1] > 5 * w  # 2 clips x 4 rows, 5 columns
+    gif = animation(gen.examples)
+    assert len(gif) == 5 and len({f.shape for f in gif}) == 1
+    heat = entropy_picture(frames["a"][24], gen.examples[0].entropy, SIZE, SIZE)
+    assert heat.dtype == np.uint8 and heat.ndim == 3 and heat.shape[2] == 3 and heat.shape[1] >= 3 * w
+    cells = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(upsample_cells(cells, 4, 4, (8, 12)), np.kron(cells, np.ones((4, 4), int)))
+    assert upsample_cells(cells, 8, 4, (12, 16)).shape == (12, 16)
