@@ -1,6 +1,6 @@
 """Code grids: encoding frames to centroid indices, storing them in HDF5, reading them back.
 
-`CodeGrid` owns the code files (`save`, `load`; `encode_video` writes them while encoding).
+`CodeGrid` owns the code files (`save`, `load`); `encode_video` makes one from a frames file.
 `codes/<video_id>.h5` holds `codes` uint16 (T, rows, cols) and, as attributes, the
 video's source and split and the codebook it was encoded with (k, patch size, stride,
 digest), so that a reader can refuse a stale pairing instead of training on garbage.
@@ -8,7 +8,6 @@ digest), so that a reader can refuse a stale pairing instead of training on garb
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,9 +43,12 @@ class CodeGrid:
                 "test": (self.val_end, len(self.codes))}[name]
 
     def save(self, path: str | Path, codebook: Codebook, stride: int, source: str) -> None:
-        """Write the whole grid at once (`encode_video` writes frame chunks as it encodes)."""
-        with _codes_dataset(path, self.codes.shape, codebook, stride, source, self.train_end, self.val_end) as dset:
-            dset[:] = self.codes
+        """Write the grid, chunked by frame, with the video's source and split and the codebook
+        it is encoded with (k, patch size, stride, digest) as attributes."""
+        with create_h5(path) as f:
+            h5_dataset(f, "codes", self.codes, chunks=(1, *self.codes.shape[1:]), compression="lzf")
+            write_attrs(f, {"source": source, "train_end": self.train_end, "val_end": self.val_end, "k": codebook.k,
+                            "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
 
     @classmethod
     def load(cls, path: str | Path, codebook: Codebook | None = None) -> CodeGrid:
@@ -66,20 +68,10 @@ class CodeGrid:
             return cls(path.stem, codes, int(a["train_end"]), int(a["val_end"]))
 
 
-@contextlib.contextmanager
-def _codes_dataset(path, shape: tuple[int, int, int], codebook: Codebook, stride: int, source: str,
-                   train_end: int, val_end: int):
-    """A new code file: yields its dataset `codes` uint16 (T, rows, cols), chunked by frame, to fill;
-    then records the video's source and split and the codebook it is encoded with."""
-    with create_h5(path) as f:
-        yield h5_dataset(f, "codes", shape=shape, dtype=np.uint16, chunks=(1, *shape[1:]), compression="lzf")
-        write_attrs(f, {"source": source, "train_end": train_end, "val_end": val_end, "k": codebook.k,
-                        "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
-
-
 def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_frames: int,
                  out_path: Path) -> tuple[float, int, float, int]:
-    """Encode one video's frames to `out_path`, `chunk_frames` frames at a time.
+    """Encode one video's frames to `out_path`, reading `chunk_frames` frames at a time (the
+    video's codes, 1/size^2 of its pixels in uint16, are held whole).
 
     Returns the squared error and pixel count of the frames rebuilt from their codes, over
     all frames and over test frames, so the caller can report quantization PSNR.
@@ -87,22 +79,23 @@ def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_fram
     height, width = video.frame_shape
     sq_all = sq_test = 0.0
     n_all = n_test = 0
-    shape = (video.n_frames, *grid_shape(height, width, codebook.size, stride))
-    with _codes_dataset(out_path, shape, codebook, stride, video.source, video.train_end, video.val_end) as out:
-        for start in range(0, video.n_frames, chunk_frames):
-            frames = video.read(start, start + chunk_frames)  # (n, H, W) uint8
-            patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)
-            n, rows, cols, dim = patches.shape
-            codes = codebook.assign(patches.reshape(-1, dim)).reshape(n, rows, cols).astype(np.uint16)
-            out[start:start + n] = codes
-            rebuilt = codebook.decode(codes, stride)
-            err = ((frames[:, :rebuilt.shape[1], :rebuilt.shape[2]].astype(np.float32) - rebuilt) ** 2)
-            err = err.reshape(n, -1).sum(1)
-            is_test = np.arange(start, start + n) >= video.val_end
-            sq_all += float(err.sum())
-            sq_test += float(err[is_test].sum())
-            n_all += n * rebuilt[0].size
-            n_test += int(is_test.sum()) * rebuilt[0].size
+    grid = CodeGrid(video.video_id, np.zeros((video.n_frames, *grid_shape(height, width, codebook.size, stride)),
+                                              np.uint16), video.train_end, video.val_end)
+    for start in range(0, video.n_frames, chunk_frames):
+        frames = video.read(start, start + chunk_frames)  # (n, H, W) uint8
+        patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)
+        n, rows, cols, dim = patches.shape
+        codes = codebook.assign(patches.reshape(-1, dim)).reshape(n, rows, cols).astype(np.uint16)
+        grid.codes[start:start + n] = codes
+        rebuilt = codebook.decode(codes, stride)
+        err = ((frames[:, :rebuilt.shape[1], :rebuilt.shape[2]].astype(np.float32) - rebuilt) ** 2)
+        err = err.reshape(n, -1).sum(1)
+        is_test = np.arange(start, start + n) >= video.val_end
+        sq_all += float(err.sum())
+        sq_test += float(err[is_test].sum())
+        n_all += n * rebuilt[0].size
+        n_test += int(is_test.sum()) * rebuilt[0].size
+    grid.save(out_path, codebook, stride, video.source)
     return sq_all, n_all, sq_test, n_test
 
 

@@ -50,7 +50,7 @@ class _Section(BaseModel):
 class PathsConfig(_Section):
     """Where each stage writes; `dvc.yaml` reads the same keys (`${paths.frames}`)."""
 
-    samples: str = Field("data/samples", description="folder the sample videos are downloaded to")
+    samples: str = Field("data/samples", description="folder the sample clips are copied to from the installed `samples` extra")
     frames: str = Field("data/frames", description="decoded gray frames, one file per video")
     patches: str = Field("data/patches.h5", description="patches sampled to fit the codebook")
     codebook: str = Field("data/codebook.h5", description="the k-means centroids")
