@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import K, moving_grid
+from conftest import K, moving_grid, tiny_model
 
 from videolm.baselines import fit_baselines
 from videolm.codes import CodeGrid
@@ -17,7 +17,8 @@ from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
 from videolm.scoring import predict_video, score_part
 from videolm.models import build_model
-from videolm.train import train_model
+from videolm.models.rcnn import IGNORE
+from videolm.train import make_optimizer, train_model, without_border
 
 GH, GW = 6, 8  # moving_grid's code grid
 TRAIN_END, VAL_END = 18, 22
@@ -161,3 +162,109 @@ def test_training_without_validation_frames(codebook):
     model, summary = train_model([grid], codebook, tiny_params(epochs=2, steps=10))
     assert summary["epochs_run"] == 2
     assert math.isfinite(summary["val_perplexity"]) and summary["val_perplexity"] < K * 2
+
+
+# ---------------------------------------------------------------- training options
+
+
+def with_train(params: Params, **train) -> Params:
+    """`params` with these `train` keys replaced (validated), for keys `tiny_params` fixes."""
+    return params.model_copy(update={"train": TrainConfig(**{**params.train.model_dump(), **train})})
+
+
+@pytest.mark.parametrize("patience, epochs_run", [(0, 5), (1, 2), (2, 3)])
+def test_patience_stops_when_validation_stops_improving(codebook, patience, epochs_run):
+    """Training shows codes 0..7 only and validation codes 8..15 only, so the validation
+    loss rises every epoch: the best epoch is the first, and patience p stops after 1 + p."""
+    codes = moving_grid().codes % 8
+    codes[TRAIN_END:VAL_END] += 8
+    grid = CodeGrid("v", codes, TRAIN_END, VAL_END)
+    val = []
+    model, summary = train_model([grid], codebook, tiny_params(epochs=5, steps=5, patience=patience),
+                                 lambda e, m: val.append(m["val_loss"]))
+    assert summary["epochs_run"] == len(val) == epochs_run
+    assert summary["best_epoch"] == 1 + int(np.argmin(val)) == 1
+    # the weights kept are the best epoch's, not the last one's
+    assert score_part(model, [grid], "val").mean("model") == pytest.approx(min(val), rel=1e-5)
+
+
+def test_dataset_mirrors_half_the_crops(codebook):
+    mirror = codebook.mirror_map()
+    assert (mirror != np.arange(K)).any()  # else remapping would go unnoticed
+    codes = np.random.default_rng(0).integers(0, K, (10, 6, 9)).astype(np.uint16)
+    data = CodeGridDataset([CodeGrid("v", codes, 10, 10)], "train", steps=3, crop=4, length=40, seed=0, mirror=mirror)
+    windows = [codes[t:t + 3, y:y + 4, x:x + 4].astype(np.int64) for t in range(8) for y in range(3) for x in range(6)]
+    mirrored = []
+    for i in range(len(data)):
+        item = data[i].numpy()
+        is_real = any(np.array_equal(item, w) for w in windows)
+        is_mirror = any(np.array_equal(item, mirror[w[:, :, ::-1]]) for w in windows)
+        assert is_real != is_mirror, i
+        mirrored.append(is_mirror)
+    assert 0 < sum(mirrored) < len(mirrored)
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_without_border(margin):
+    targets = torch.arange(2 * 3 * 6 * 7).reshape(2, 3, 6, 7)
+    out = without_border(targets, margin)
+    inside = (..., slice(margin, 6 - margin), slice(margin, 7 - margin))
+    assert torch.equal(out[inside], targets[inside])
+    assert (out == IGNORE).sum() == 2 * 3 * (6 * 7 - (6 - 2 * margin) * (7 - 2 * margin))
+    assert torch.equal(targets, torch.arange(2 * 3 * 6 * 7).reshape(2, 3, 6, 7))  # input untouched
+
+
+@pytest.mark.parametrize("flag", ["mirror", "full_context"])
+def test_training_with_option(codebook, flag):
+    grids = [moving_grid()]
+    losses = []
+    model, _ = train_model(grids, codebook, tiny_params(epochs=2, steps=15, **{flag: True}),
+                           lambda e, m: losses.append(m["train_loss"]))
+    plain, _ = train_model(grids, codebook, tiny_params(epochs=2, steps=15))
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_full_context_grows_the_crop(codebook, kernel_size):
+    """A 1-cell crop keeps a scored cell only if it grows by (at least) 2 * radius: with every target
+    ignored the cross-entropy is NaN."""
+    params = with_train(tiny_params(epochs=1, steps=3, full_context=True), crop=1)
+    params = params.model_copy(update={"model": params.model.model_copy(update={"kernel_size": kernel_size})})
+    losses = []
+    train_model([moving_grid()], codebook, params, lambda e, m: losses.append(m["train_loss"]))
+    assert math.isfinite(losses[0])
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                       ("sgd", torch.optim.SGD)])
+def test_make_optimizer(codebook, name, cls):
+    model = tiny_model(codebook)
+    optimizer = make_optimizer(model, with_train(tiny_params(), optimizer=name, lr=0.003, weight_decay=0.01))
+    [group] = optimizer.param_groups
+    assert type(optimizer) is cls  # AdamW subclasses Adam: isinstance would not tell them apart
+    assert group["lr"] == 0.003 and group["weight_decay"] == 0.01
+    assert len(group["params"]) == len(list(model.parameters()))
+    if name == "sgd":
+        assert group["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("name, lr", [("adam", 0.01), ("adamw", 0.01), ("sgd", 0.1)])
+def test_each_optimizer_trains(codebook, name, lr):
+    losses = []
+    train_model([moving_grid()], codebook, with_train(tiny_params(epochs=2, steps=15), optimizer=name, lr=lr),
+                lambda e, m: losses.append(m["train_loss"]))
+    assert losses[1] < losses[0]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_schedule(codebook, schedule):
+    """With a constant rate the first epoch does not depend on how many epochs follow; the
+    cosine rate decays over the whole run, so a longer run's first epoch differs."""
+    first = []
+    for epochs in (1, 3):
+        losses = []
+        train_model([moving_grid()], codebook, with_train(tiny_params(epochs=epochs, steps=10), schedule=schedule),
+                    lambda e, m: losses.append(m["train_loss"]))
+        first.append(losses[0])
+    assert (first[0] == first[1]) == (schedule == "constant"), first
