@@ -8,16 +8,19 @@ from videolm.cli import run_stage
 from videolm.codebook import Codebook
 from videolm.codes import encode_video
 from videolm.frames import check_patch_fits, list_frames
-from videolm.io import atomic_path, write_json
+from videolm.io import atomic_path, guard_outputs, write_json
 from videolm.metrics import psnr_from_mse
 
 
 def main(params) -> None:
+    metrics_path = Path(params.paths.metrics) / "encode.json"
+    guard_outputs("encode", {"paths.frames": params.paths.frames, "paths.codebook": params.paths.codebook},
+                  {"paths.codes": params.paths.codes, "paths.metrics": metrics_path})
     codebook = Codebook.load(params.paths.codebook)
     videos = list_frames(params.paths.frames)
     check_patch_fits(videos, codebook.size)
     totals = [0.0, 0, 0.0, 0]
-    with atomic_path(params.paths.codes) as tmp:
+    with atomic_path(params.paths.codes, "encode") as tmp:
         tmp.mkdir()
         for video in tqdm(videos, desc="encode", unit="video"):
             sums = encode_video(video, codebook, params.patches.stride, params.encode.chunk_frames,
@@ -26,7 +29,7 @@ def main(params) -> None:
     sq_all, n_all, sq_test, n_test = totals
     metrics = {"quantization_psnr": psnr_from_mse(sq_all / n_all),
                "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None}
-    write_json(Path(params.paths.metrics) / "encode.json", metrics)
+    write_json(metrics_path, metrics, "encode")
     print(metrics)
 
 

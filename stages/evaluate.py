@@ -14,8 +14,9 @@ from videolm.codes import load_code_grids
 from videolm.errors import VideoLMError
 from videolm.filling import evaluate_filling
 from videolm.frames import list_frames
+from videolm.generate import METHODS as GEN_METHODS
 from videolm.generate import evaluate_generation
-from videolm.io import write_json
+from videolm.io import guard_outputs, write_json
 from videolm.models import load_model
 from videolm.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
 from videolm.scoring import score_test
@@ -23,6 +24,11 @@ from videolm.scoring import score_test
 
 def main(params) -> None:
     e, stride = params.eval, params.patches.stride
+    metrics_path, plots = Path(params.paths.metrics) / "eval.json", Path(params.paths.plots)
+    horizon = {method: plots / "horizon" / f"{method}.json" for method in GEN_METHODS}
+    pictures = [plots / name for name in ("predictions.png", "predictions.gif", "entropy.png")]
+    guard_outputs("evaluate", {key: getattr(params.paths, key) for key in ("model", "codes", "frames", "codebook")},
+                  {"paths.metrics": metrics_path, "paths.plots": [*horizon.values(), *pictures]})
     if e.threads:
         torch.set_num_threads(e.threads)
     codebook = Codebook.load(params.paths.codebook)
@@ -36,23 +42,21 @@ def main(params) -> None:
                            f"(lower them or raise data.test_fraction)")
 
     metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
-    pictures = picture_clips(clips, e.n_pictures)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
-                                     e.motion_threshold, params.seed, pictures)
+                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures))
     metrics.update(generation.metrics)
     metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
                                     e.fill_candidates, e.fill_sweeps))
-    write_json(Path(params.paths.metrics) / "eval.json", metrics)
+    write_json(metrics_path, metrics, "evaluate")
     print(metrics)
 
-    plots = Path(params.paths.plots)
     for method, rows in generation.curves.items():
-        write_json(plots / "horizon" / f"{method}.json", rows)
-    save_png(plots / "predictions.png", comparison_grid(generation.examples))
-    save_gif(plots / "predictions.gif", animation(generation.examples))
+        write_json(horizon[method], rows, "evaluate")
+    save_png(pictures[0], comparison_grid(generation.examples), "evaluate")
+    save_gif(pictures[1], animation(generation.examples), "evaluate")
     first = generation.examples[0]
-    save_png(plots / "entropy.png", entropy_picture(first.truth[first.clip.t0 - first.clip.start],
-                                                    first.entropy, codebook.size, stride))
+    save_png(pictures[2], entropy_picture(first.truth[first.clip.t0 - first.clip.start],
+                                          first.entropy, codebook.size, stride), "evaluate")
 
 
 if __name__ == "__main__":

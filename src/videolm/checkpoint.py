@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from videolm.errors import VideoLMError
-from videolm.io import atomic_path
+from videolm.io import MARK, atomic_path
 
 
 @dataclass
@@ -26,12 +26,14 @@ class Checkpoint:
     summary: dict = field(default_factory=dict)  # what training reported
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            torch.save({f.name: getattr(self, f.name) for f in fields(self)}, f)  # a file object: the archive's inner name does not take the temp name
+        # a file object: the archive's inner name does not take the temp name
+        with atomic_path(path, "train") as tmp, open(tmp, "wb") as f:
+            torch.save({**{f.name: getattr(self, f.name) for f in fields(self)}, MARK: "train"}, f)
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
         try:
-            return cls(**torch.load(path, map_location="cpu", weights_only=True))
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(**{f.name: stored[f.name] for f in fields(cls)})
         except FileNotFoundError:
             raise VideoLMError(f"{path}: no model checkpoint (run the train stage first)") from None

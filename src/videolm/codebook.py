@@ -27,7 +27,7 @@ from sklearn.cluster import MiniBatchKMeans
 
 from videolm.config import CodebookConfig
 from videolm.errors import VideoLMError
-from videolm.io import atomic_path, create_h5, h5_dataset, write_attrs
+from videolm.io import MARK, atomic_path, create_h5, h5_dataset, write_attrs
 from videolm.metrics import psnr
 from videolm.patches import PatchSample, reconstruct
 
@@ -65,9 +65,9 @@ class Codebook:
         return cls(kmeans.cluster_centers_.astype(np.float32), sample.std, sample.size)
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, create_h5(tmp) as f:
+        with atomic_path(path, "fit_codebook") as tmp, create_h5(tmp) as f:
             h5_dataset(f, "centroids", self.centroids)
-            write_attrs(f, {"std": self.std, "patch_size": self.size, "digest": self.digest})
+            write_attrs(f, {"std": self.std, "patch_size": self.size, "digest": self.digest, MARK: "fit_codebook"})
 
     @classmethod
     def load(cls, path: str | Path) -> Codebook:

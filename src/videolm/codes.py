@@ -17,7 +17,7 @@ import numpy as np
 
 from videolm.codebook import Codebook
 from videolm.errors import VideoLMError
-from videolm.io import create_h5, h5_dataset, h5_files, write_attrs
+from videolm.io import COMPRESSION, create_h5, h5_dataset, h5_files, write_attrs
 from videolm.patches import extract_patches, grid_shape
 
 if TYPE_CHECKING:  # only a type: encoding needs no video decoding code
@@ -46,7 +46,7 @@ class CodeGrid:
         """Write the grid, chunked by frame, with the video's source and split and the codebook
         it is encoded with (k, patch size, stride, digest) as attributes."""
         with create_h5(path) as f:
-            h5_dataset(f, "codes", self.codes, chunks=(1, *self.codes.shape[1:]), compression="lzf")
+            h5_dataset(f, "codes", self.codes, chunks=(1, *self.codes.shape[1:]), **COMPRESSION)
             write_attrs(f, {"source": source, "train_end": self.train_end, "val_end": self.val_end, "k": codebook.k,
                             "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
 

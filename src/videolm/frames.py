@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from videolm.config import DataConfig
-from videolm.io import atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json
+from videolm.io import COMPRESSION, atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json
 from videolm.video import Video, VideoError, assign_videos, decode_gray, split_bounds, split_rule, video_fps
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def write_frames(path: Path, frames: Iterator[np.ndarray], split: Callable[[int]
     height, width = first.shape
     with create_h5(path) as f:
         dset = h5_dataset(f, "frames", shape=(0, height, width), maxshape=(None, height, width),
-                          dtype=np.uint8, chunks=(1, height, width), compression="lzf")
+                          dtype=np.uint8, chunks=(1, height, width), **COMPRESSION)
         block = [first]
         n = 0
         for frame in frames:
@@ -87,7 +87,7 @@ def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, se
     rule = split_rule(cfg, len(videos))
     parts = assign_videos(videos, cfg, seed) if rule in ("video", "ucf101") else {}
     written = []
-    with atomic_path(out_dir) as tmp_dir:
+    with atomic_path(out_dir, "extract_frames") as tmp_dir:
         tmp_dir.mkdir()
         for video in tqdm(videos, desc="extract_frames", unit="video"):
             part = "time" if rule == "time" else parts.get(video.video_id)
@@ -99,7 +99,7 @@ def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, se
             written.append(write_frames(tmp_dir / f"{video.video_id}.h5", frames,
                                         lambda n: split_bounds(part, n, cfg), attrs))
         write_json(tmp_dir / "videos.json", [{"video": v.source, "frames": v.n_frames, "train_end": v.train_end,
-                                              "val_end": v.val_end} for v in written])
+                                              "val_end": v.val_end} for v in written], "extract_frames")
     return written
 
 

@@ -1,9 +1,18 @@
-"""Atomic, deterministic outputs.
+"""Safe, atomic, deterministic outputs.
 
-Every output is written to a temporary path beside its destination and renamed into
-place only when complete, so an interrupted stage never leaves (or lets DVC cache) a
-half-written file. HDF5 datasets are created without timestamps so that the same inputs
-give the same bytes.
+- Atomic: every output is written to a temporary path beside its destination and renamed
+  into place only when complete, so an interrupted stage never leaves (or lets DVC cache) a
+  half-written file. The temporary paths of killed runs (`.<name>.tmp<pid>` whose process is
+  gone) are removed by the next run that writes the same output.
+- Safe: a stage only ever replaces what it made itself. Each output carries its stage's mark
+  (a `.videolm` file in a folder, an attribute of an HDF5 file, a key of a checkpoint, a text
+  chunk of a PNG, the comment of a GIF; `mark_of` reads it); a destination that exists without
+  the writing stage's mark is refused with one line, never removed. JSON files (metrics and
+  plot rows, small and kept in git) are the one exception: any JSON file may be replaced.
+  `guard_outputs` runs these checks for all of a stage's outputs, and refuses outputs that
+  overlap its inputs, before any work.
+- Deterministic: HDF5 datasets are created without timestamps and compressed with gzip, which
+  gives the same bytes for the same array (h5py's bundled LZF does not), and JSON has sorted keys.
 """
 
 from __future__ import annotations
@@ -12,31 +21,122 @@ import contextlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from videolm.errors import VideoLMError
 
+MARK = "videolm_stage"  # the name of the mark in every format
+FOLDER_MARK = ".videolm"  # the file holding a folder output's mark
+COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # deterministic; sizes and speed in the README
+
+
+class OutputError(VideoLMError):
+    """An output path the stage may not write: it holds something the stage did not make."""
+
+
+def guard_outputs(stage: str, inputs: dict[str, str | Path], outputs: dict[str, str | Path | list]) -> None:
+    """Before any work: no output may overlap an input (be it, or lie inside or around it),
+    and every output that exists must be a previous output of `stage`. Keys name the params;
+    an output key may hold a list of paths (the files a stage writes into one folder)."""
+    for out_key, paths in outputs.items():
+        for out in paths if isinstance(paths, list) else [paths]:
+            for in_key, source in inputs.items():
+                a, b = Path(out).resolve(), Path(source).resolve()
+                if a == b or b in a.parents or a in b.parents:
+                    raise OutputError(f"{out_key}: {str(out)!r} overlaps the input {in_key}={str(source)!r}: "
+                                      f"a stage's outputs must lie outside its inputs (nothing was changed)")
+            check_replaceable(Path(out), stage)
+
+
+def check_replaceable(path: Path, stage: str) -> None:
+    """Refuse a destination that exists and is not `stage`'s output (see the module docstring)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.suffix == ".json" and path.is_file() and _is_json(path):
+        return
+    mark = mark_of(path)
+    if mark != stage:
+        made = f"made by the {mark} stage" if mark else "not made by this pipeline"
+        raise OutputError(f"{path}: this {'folder' if path.is_dir() else 'file'} is in the way of the {stage} "
+                          f"stage's output and was {made}; move it away or point the output elsewhere "
+                          f"(nothing was changed)")
+
+
+def mark_of(path: Path) -> str | None:
+    """The stage that made `path`, read from the mark it carries; None if it has none."""
+    if path.is_symlink():
+        return None
+    try:
+        if path.is_dir():
+            return json.loads((path / FOLDER_MARK).read_text()).get(MARK)
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                return str(f.attrs[MARK]) if MARK in f.attrs else None
+        if zipfile.is_zipfile(path):  # a torch checkpoint: a dict with the mark as a key
+            import torch
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return checkpoint.get(MARK) if isinstance(checkpoint, dict) else None
+        with Image.open(path) as image:  # PNG text chunk, or GIF comment `videolm_stage=<stage>`
+            comment = image.info.get("comment", b"").decode(errors="replace")
+            return image.info.get(MARK) or (comment.split("=", 1)[1] if comment.startswith(MARK + "=") else None)
+    except (OSError, ValueError, AttributeError, KeyError, RuntimeError, UnidentifiedImageError):
+        return None
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path next to `path`; rename it onto `path` on success.
+def atomic_path(path: str | Path, stage: str):
+    """Yield a temporary path next to `path`; rename it onto `path` when the block succeeds.
 
-    Works for files and folders. On an exception the temporary path is removed and
-    `path` is left as it was.
+    Works for files and folders; a folder is given `stage`'s mark (a file's writer marks it in
+    its own format). `path` is replaced only if it is a previous output of `stage`; on an
+    exception it is left as it was and the temporary path is removed.
     """
     path = Path(path)
+    check_replaceable(path, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
-        _remove(path)
+        if tmp.is_dir():
+            (tmp / FOLDER_MARK).write_text(json.dumps({MARK: stage}) + "\n")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # checked above: a folder this stage made
         os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the `.<name>.tmp<pid>` beside `path` left by runs whose process is gone."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -46,8 +146,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def write_json(path: str | Path, data) -> None:
-    with atomic_path(path) as tmp:
+def write_json(path: str | Path, data, stage: str) -> None:
+    with atomic_path(path, stage) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

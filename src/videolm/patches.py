@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from videolm.errors import VideoLMError
-from videolm.io import atomic_path, create_h5, h5_dataset, write_attrs
+from videolm.io import MARK, atomic_path, create_h5, h5_dataset, write_attrs
 
 
 def grid_shape(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
@@ -78,10 +78,10 @@ class PatchSample:
     size: int  # patch side in pixels
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, create_h5(tmp) as f:
+        with atomic_path(path, "sample_patches") as tmp, create_h5(tmp) as f:
             h5_dataset(f, "train", self.train)
             h5_dataset(f, "heldout", self.heldout)
-            write_attrs(f, {"std": self.std, "patch_size": self.size})
+            write_attrs(f, {"std": self.std, "patch_size": self.size, MARK: "sample_patches"})
 
     @classmethod
     def load(cls, path: str | Path) -> PatchSample:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from videolm.io import atomic_path
+from videolm.io import MARK, atomic_path
 
 GAP = 4  # pixels between frames
 BLOCK_GAP = 12  # pixels between the blocks of different clips
@@ -137,14 +137,17 @@ def entropy_picture(frame: np.ndarray, entropy: np.ndarray, size: int, stride: i
     return stack([title, row, scale], 0)
 
 
-def save_png(path: str | Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+def save_png(path: str | Path, image: np.ndarray, stage: str) -> None:
+    """A PNG carrying `stage`'s mark in a text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(MARK, stage)
+    with atomic_path(path, stage) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 
-def save_gif(path: str | Path, frames: list[np.ndarray], duration_ms: int = 250) -> None:
-    """An endlessly looping animated GIF of gray uint8 frames of one size."""
+def save_gif(path: str | Path, frames: list[np.ndarray], stage: str, duration_ms: int = 250) -> None:
+    """An endlessly looping animated GIF of gray uint8 frames of one size, `stage`'s mark as its comment."""
     images = [Image.fromarray(f) for f in frames]
-    with atomic_path(path) as tmp:
+    with atomic_path(path, stage) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms,
-                       loop=0, optimize=False)
+                       loop=0, optimize=False, comment=f"{MARK}={stage}")
