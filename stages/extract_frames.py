@@ -1,22 +1,31 @@
-"""Stage `extract_frames`: decode every video of `data.dir` to gray uint8 frames (HDF5)."""
+"""Stage `extract_frames`: decode every video of `data.dir` to gray uint8 frames (HDF5).
+
+`metrics/frames.json` lists the skipped videos with their reasons; the last line printed says
+how many were kept and skipped.
+"""
 
 from pathlib import Path
 
 from videolm.cli import run_stage
 from videolm.frames import extract_frames
 from videolm.io import write_json
-from videolm.video import find_videos, split_rule
+from videolm.video import find_videos
 
 
 def main(params) -> None:
-    videos = find_videos(params.data.dir, params.data.extensions)
-    written = extract_frames(videos, params.paths.frames, params.data, params.seed)
-    frames = sum(v.n_frames for v in written)
-    train = sum(v.train_end for v in written)
-    val = sum(v.val_end - v.train_end for v in written)
-    write_json(Path(params.paths.metrics) / "frames.json", {
-        "videos": len(written), "frames": frames, "train_frames": train, "val_frames": val,
-        "test_frames": frames - train - val, "split_rule": split_rule(params.data, len(videos))})
+    data = params.data
+    result = extract_frames(find_videos(data.dir, data.extensions), params.paths.frames, data, params.seed)
+    kept, skipped = result.kept, result.skipped
+    frames = sum(v.n_frames for v in kept)
+    train = sum(v.train_end for v in kept)
+    val = sum(v.val_end - v.train_end for v in kept)
+    metrics = Path(params.paths.metrics) / "frames.json"
+    write_json(metrics, {
+        "videos": len(kept), "frames": frames, "train_frames": train, "val_frames": val,
+        "test_frames": frames - train - val, "split_rule": result.split_rule, "videos_skipped": len(skipped),
+        "skipped": [{"video": s.video, "reason": s.reason} for s in sorted(skipped, key=lambda s: s.video)]})
+    print(f"extract_frames: {len(kept)} videos kept, {len(skipped)} skipped"
+          + (f" (reasons in {metrics})" if skipped else ""))
 
 
 if __name__ == "__main__":
