@@ -1,25 +1,33 @@
-"""Stage `extract_frames`: decode every video of `data.dir` to gray uint8 frames (HDF5)."""
+"""Stage `extract_frames`: decode every video of `data.dir` to gray uint8 frames (HDF5).
+
+`metrics/frames.json` lists the skipped videos with their reasons; the last line printed says
+how many were kept and skipped.
+"""
 
 from pathlib import Path
 
 from videolm.cli import run_stage
 from videolm.frames import extract_frames
 from videolm.io import guard_outputs, write_json
-from videolm.video import find_videos, split_rule
+from videolm.video import find_videos
 
 
 def main(params) -> None:
+    data = params.data
     metrics = Path(params.paths.metrics) / "frames.json"
-    guard_outputs("extract_frames", {"data.dir": params.data.dir},
-                  {"paths.frames": params.paths.frames, "paths.metrics": metrics})
-    videos = find_videos(params.data.dir, params.data.extensions)
-    written = extract_frames(videos, params.paths.frames, params.data, params.seed)
-    frames = sum(v.n_frames for v in written)
-    train = sum(v.train_end for v in written)
-    val = sum(v.val_end - v.train_end for v in written)
+    guard_outputs("extract_frames", {"data.dir": data.dir}, {"paths.frames": params.paths.frames, "paths.metrics": metrics})
+    result = extract_frames(find_videos(data.dir, data.extensions), params.paths.frames, data, params.seed)
+    kept, skipped = result.kept, result.skipped
+    frames = sum(v.n_frames for v in kept)
+    train = sum(v.train_end for v in kept)
+    val = sum(v.val_end - v.train_end for v in kept)
     write_json(metrics, {
-        "videos": len(written), "frames": frames, "train_frames": train, "val_frames": val,
-        "test_frames": frames - train - val, "split_rule": split_rule(params.data, len(videos))}, "extract_frames")
+        "videos": len(kept), "frames": frames, "train_frames": train, "val_frames": val,
+        "test_frames": frames - train - val, "split_rule": result.split_rule, "videos_skipped": len(skipped),
+        "skipped": [{"video": s.video, "reason": s.reason} for s in sorted(skipped, key=lambda s: s.video)]},
+        "extract_frames")
+    print(f"extract_frames: {len(kept)} videos kept, {len(skipped)} skipped"
+          + (f" (reasons in {metrics})" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -60,6 +61,24 @@ def test_video_ids_are_file_name_safe():
     vid = video_id_of("My Class/clip (1).v2.mp4")
     assert re.fullmatch(r"[\w.-]+", vid), vid
     assert "/" not in vid and " " not in vid
+
+
+def test_find_videos_reports_unreadable_folders(tmp_path, monkeypatch):
+    """Listed with the reason, not dropped. Simulated: tests run as root, where chmod does not
+    stop reading."""
+    touch(tmp_path / "ok.mp4")
+    touch(tmp_path / "locked" / "x.mp4")
+    scandir = os.scandir
+
+    def refuse_locked(path):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    videos = find_videos(tmp_path, EXTS)
+    assert [(v.source, v.problem) for v in videos] == [("locked", "cannot read the folder (Permission denied)"),
+                                                       ("ok.mp4", "")]
 
 
 def test_find_videos_missing_folder(tmp_path):
@@ -285,7 +304,7 @@ def test_extract_frames_and_list(tmp_path):
     write_video(src / "sub" / "a.mp4", moving_frames(seed=2, n_frames=20), fps=10)
     out = tmp_path / "frames"
     cfg = DataConfig(dir=str(src), scale=0.5, split="auto", val_fraction=0.1, test_fraction=0.2)
-    written = extract_frames(find_videos(src, EXTS), out, cfg, seed=0)
+    written = extract_frames(find_videos(src, EXTS), out, cfg, seed=0).kept
     assert sorted(p.name for p in out.iterdir()) == [".videolm", "b.h5", "sub__a.h5", "videos.json"]
     assert {v.source: v.n_frames for v in written} == {"b.mp4": 12, "sub/a.mp4": 20}
 
@@ -320,6 +339,44 @@ def test_extract_frames_max_frames_and_video_split(tmp_path):
     assert [v.n_frames for v in listed] == [4, 4, 4]
     bounds = sorted((v.train_end, v.val_end) for v in listed)
     assert bounds == [(0, 0), (0, 4), (4, 4)]  # one test, one val, one train video
+
+
+@pytest.mark.parametrize("min_videos", [10, 11])
+def test_split_ignores_unusable_files(tmp_path, min_videos):
+    """Broken files beside the videos change neither the rule (`auto` counts usable videos)
+    nor any video's part: the split is the one the folder gets without them."""
+    bounds = {}
+    for name, broken in [("clean", []), ("mixed", ["a_empty.mp4", "v5_one_frame.mp4"])]:
+        src = tmp_path / name
+        src.mkdir()
+        for i in range(10):
+            write_video(src / f"v{i}.mp4", moving_frames(seed=i, n_frames=3))
+        if broken:
+            (src / "a_empty.mp4").write_bytes(b"")
+            write_video(src / "v5_one_frame.mp4", moving_frames(n_frames=1))
+        cfg = DataConfig(dir=str(src), scale=0.5, split="auto", min_videos_for_video_split=min_videos)
+        result = extract_frames(find_videos(src, EXTS), tmp_path / f"{name}_frames", cfg, seed=0)
+        assert [s.video for s in result.skipped] == broken
+        assert result.split_rule == ("video" if min_videos == 10 else "time")
+        bounds[name] = {v.source: (v.train_end, v.val_end) for v in result.kept}
+    assert bounds["clean"] == bounds["mixed"]
+
+
+def test_extract_ucf101_skips_videos_not_in_the_lists(tmp_path):
+    root = tmp_path / "UCF-101"
+    (root / "A").mkdir(parents=True)
+    for g in (1, 2, 3):
+        write_video(root / "A" / f"v_A_g0{g}_c01.avi", moving_frames(seed=g, n_frames=4))
+    write_video(root / "v_Extra_g01_c01.avi", moving_frames(n_frames=4))
+    (root / "trainlist01.txt").write_text("A/v_A_g02_c01.avi 1\nA/v_A_g03_c01.avi 1\n")
+    (root / "testlist01.txt").write_text("A/v_A_g01_c01.avi\n")
+    cfg = DataConfig(dir=str(root), split="ucf101", scale=0.5)
+    result = extract_frames(find_videos(root, EXTS), tmp_path / "frames", cfg, seed=0)
+    assert [(s.video, s.reason) for s in result.skipped] == [
+        ("v_Extra_g01_c01.avi", "not in the UCF-101 split lists of data.ucf101_list=1")]
+    assert result.split_rule == "ucf101"
+    bounds = {v.source: (v.train_end, v.val_end) for v in list_frames(tmp_path / "frames")}
+    assert bounds == {"A/v_A_g01_c01.avi": (0, 0), "A/v_A_g02_c01.avi": (4, 4), "A/v_A_g03_c01.avi": (0, 4)}
 
 
 def test_list_frames_empty(tmp_path):

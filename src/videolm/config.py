@@ -71,6 +71,11 @@ class DataConfig(_Section):
     scale: float = Field(0.5, gt=0, le=4, description="resize factor applied while decoding")
     frame_stride: int = Field(1, ge=1, description="keep every n-th frame")
     max_frames: int = Field(0, ge=0, description="frames per video, after the stride; 0 = all")
+    min_size: int = Field(16, ge=11, description="smallest usable frame side in pixels, after scale; smaller videos "
+                                                 "are skipped (>= 11: the evaluation's SSIM window)")
+    on_error: Literal["skip", "fail"] = Field(
+        "skip", description="a video that cannot be used (damaged, truncated, too small, ...): skip = warn, list it "
+                            "in metrics/frames.json and go on; fail = stop the stage, naming it")
     split: Literal["auto", "time", "video", "ucf101"] = Field(
         "auto", description="time: the end of each video is validation/test; video: whole videos are; "
                             "ucf101: the official lists; auto: video from min_videos_for_video_split videos on, "

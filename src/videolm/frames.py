@@ -4,23 +4,31 @@
 as attributes the video's source, fps, split rule, part and split bounds (`video.py`).
 `write_frames` is the only writer, `VideoFrames.open` / `list_frames` the only readers.
 A folder of per-video files (rather than one big file) lets a changed video redo only its
-own file, and lets DVC track the folder as one output. Extraction runs serially today.
+own file, and lets DVC track the folder as one output.
+
+`extract_frames` maps `extract_video` over the listed videos, serially today: each is kept
+(its frames file) or skipped with its reason (`Skipped`), so one bad file among thousands
+costs only itself. The split is decided once every video is.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, replace
+from itertools import chain, islice
 from pathlib import Path
 from typing import Callable, Iterator
 
 import h5py
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from videolm.config import DataConfig
 from videolm.io import COMPRESSION, atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json
-from videolm.video import Video, VideoError, assign_videos, decode_gray, split_bounds, split_rule, video_fps
+from videolm.video import (Video, UnusableVideo, VideoError, assign_videos, decode_gray, split_bounds, split_rule,
+                           ucf101_assignment, video_fps)
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +90,97 @@ def write_frames(path: Path, frames: Iterator[np.ndarray], split: Callable[[int]
     return VideoFrames.open(path)
 
 
-def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> list[VideoFrames]:
-    """Decode `videos` to `out_dir/<video_id>.h5`, one after the other; return what was written."""
-    rule = split_rule(cfg, len(videos))
-    parts = assign_videos(videos, cfg, seed) if rule in ("video", "ucf101") else {}
-    written = []
-    with atomic_path(out_dir, "extract_frames") as tmp_dir:
+@dataclass(frozen=True)
+class Skipped:
+    """A listed video that was not extracted, and why: one entry of the stage's summary."""
+
+    video: str  # path relative to data.dir
+    reason: str
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What `extract_frames` decided for every listed video, and the split rule it used."""
+
+    kept: list[VideoFrames]
+    skipped: list[Skipped]
+    split_rule: str
+
+
+def extract_video(video: Video, out_file: Path, cfg: DataConfig) -> VideoFrames:
+    """Decode one video to its frames file, split by time; `UnusableVideo` if it cannot be used.
+
+    The unit of work of `extract_frames`: it reads one video and depends on nothing else. Too
+    small videos (`data.min_size`) are refused after their first frame, videos with fewer than
+    2 frames before writing anything; a video that fails later leaves no file behind.
+    """
+    if video.problem:
+        raise UnusableVideo(video.path, video.problem)
+    try:
+        with closing(decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)) as frames:
+            head = list(islice(frames, 2))
+            if len(head) < 2:
+                raise UnusableVideo(video.path, f"{'a single frame' if head else 'no frame'} with data.frame_stride="
+                                                f"{cfg.frame_stride}, data.max_frames={cfg.max_frames}: at least 2 "
+                                                f"are needed (the model predicts each next frame)")
+            height, width = head[0].shape
+            if min(height, width) < cfg.min_size:
+                raise UnusableVideo(video.path, f"frames {width}x{height} after data.scale={cfg.scale} are smaller "
+                                                f"than data.min_size={cfg.min_size}")
+            attrs = {"source": video.source, "fps": video_fps(video.path), "split_rule": "time", "part": "time"}
+            return write_frames(out_file, chain(head, frames), lambda n: split_bounds("time", n, cfg), attrs)
+    except BaseException:
+        out_file.unlink(missing_ok=True)
+        raise
+
+
+def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> Extraction:
+    """Decode `videos` to `out_dir/<video_id>.h5`, one after the other, skipping the unusable ones.
+
+    An unusable video (`UnusableVideo`) gets one warning line and a `Skipped` entry, or with
+    `data.on_error=fail` stops everything with its name and reason; the others are unaffected.
+    Every video is written split by time; the split rule and a split by video are decided
+    once all videos are, from the usable ones only (`auto` counts them, `video` permutes them),
+    so that a broken file beside them changes nothing: the split is the one the folder would
+    get without it. Assigning over all listed videos instead would let a skipped video take a
+    test or validation slot, or leave a part empty. The UCF-101 lists name each video's part,
+    so videos not in them are skipped before decoding.
+    """
+    listed = {video.video_id: video for video in videos}
+    unlisted = set(listed) - set(ucf101_assignment(videos, cfg)) if cfg.split == "ucf101" else set()
+    kept, skipped = [], []
+    with (atomic_path(out_dir, "extract_frames") as tmp_dir, logging_redirect_tqdm(),
+          tqdm(videos, desc="extract_frames", unit="video") as progress):
         tmp_dir.mkdir()
-        for video in tqdm(videos, desc="extract_frames", unit="video"):
-            part = "time" if rule == "time" else parts.get(video.video_id)
-            if part is None:
-                log.warning("%s: not in the UCF-101 split lists, skipped", video.source)
-                continue
-            frames = decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)
-            attrs = {"source": video.source, "fps": video_fps(video.path), "split_rule": rule, "part": part}
-            written.append(write_frames(tmp_dir / f"{video.video_id}.h5", frames,
-                                        lambda n: split_bounds(part, n, cfg), attrs))
+        for video in progress:
+            try:
+                if video.video_id in unlisted:
+                    raise UnusableVideo(video.path, f"not in the UCF-101 split lists of data.ucf101_list="
+                                                    f"{cfg.ucf101_list}")
+                kept.append(extract_video(video, tmp_dir / f"{video.video_id}.h5", cfg))
+            except UnusableVideo as err:
+                if cfg.on_error == "fail":
+                    raise VideoError(f"{video.source}: {err.reason} (data.on_error=fail)") from None
+                log.warning("skipped %s: %s", video.source, err.reason)
+                skipped.append(Skipped(video.source, err.reason))
+        if not kept:
+            shown = "; ".join(f"{s.video}: {s.reason}" for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+            raise VideoError(f"data.dir={cfg.dir!r}: no usable video, {len(skipped)} skipped ({shown})")
+        rule = split_rule(cfg, len(kept))
+        if rule != "time":
+            parts = assign_videos([listed[v.video_id] for v in kept], cfg, seed)
+            kept = [_relabel(v, rule, parts[v.video_id], cfg) for v in kept]
         write_json(tmp_dir / "videos.json", [{"video": v.source, "frames": v.n_frames, "train_end": v.train_end,
-                                              "val_end": v.val_end} for v in written], "extract_frames")
-    return written
+                                              "val_end": v.val_end} for v in kept], "extract_frames")
+    return Extraction([replace(v, path=Path(out_dir) / v.path.name) for v in kept], skipped, rule)
+
+
+def _relabel(video: VideoFrames, rule: str, part: str, cfg: DataConfig) -> VideoFrames:
+    """Give a frames file written split by time its part of a split by whole videos."""
+    train_end, val_end = split_bounds(part, video.n_frames, cfg)
+    with h5py.File(video.path, "r+") as f:
+        write_attrs(f, {"split_rule": rule, "part": part, "train_end": train_end, "val_end": val_end})
+    return replace(video, train_end=train_end, val_end=val_end)
 
 
 def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
