@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -55,10 +57,8 @@ def run(cmd: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project in a fresh git + DVC repository, tiny params, `dvc repro` done."""
-    repo = tmp_path_factory.mktemp("project")
+def new_project(repo: Path) -> Path:
+    """A copy of the project in a fresh git + DVC repository at `repo`, tiny params, two clips."""
     for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]:
         shutil.copy(ROOT / name, repo / name)
     for name in ["stages", "src"]:
@@ -72,8 +72,21 @@ def project(tmp_path_factory) -> Path:
     run([sys.executable, "-m", "dvc", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """`new_project` with `dvc repro` done."""
+    repo = new_project(tmp_path_factory.mktemp("project"))
     run([sys.executable, "-m", "dvc", "repro"], repo)
     return repo
+
+
+def out_hashes(repo: Path) -> dict[str, str]:
+    """md5 of every out of every stage, as `dvc.lock` records them (cached or not)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 @pytest.mark.slow
@@ -90,6 +103,17 @@ def test_repro_writes_every_output(project: Path) -> None:
     assert (project / "plots/predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     val = (project / "dvclive/plots/metrics/val_perplexity.tsv").read_text().splitlines()
     assert len(val) == 1 + TINY["train"]["epochs"]
+
+
+@pytest.mark.slow
+def test_forced_rerun_gives_identical_bytes(project: Path) -> None:
+    """`dvc repro -f` runs every stage again: every out (frames, patches, codebook, code grids,
+    model, metrics, curves, plots, pictures) has the same md5 as after the first run."""
+    first = out_hashes(project)
+    assert len(first) >= 15
+    run([sys.executable, "-m", "dvc", "repro", "-f"], project)
+    second = out_hashes(project)
+    assert {path for path in first if first[path] != second.get(path)} == set()
 
 
 @pytest.mark.slow
@@ -164,3 +188,66 @@ def test_source_edit_reruns_the_stages_that_import_it(project: Path) -> None:
     assert stages_to_run(project) == {"train"}
     ran = repro_ran(project)
     assert "train" in ran and ran <= {"train", "evaluate"}, ran
+
+
+def stage_error(repo: Path, script: str, *overrides: str) -> str:
+    """Run a stage expected to refuse: exit status 2 and one `error:` line, returned."""
+    result = subprocess.run([sys.executable, script, *overrides], cwd=repo, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo / "src")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_an_existing_folder_is_never_replaced_by_an_output(project: Path, tmp_path) -> None:
+    """A user's folder at the model's path is refused before training, and kept as it was."""
+    folder = tmp_path / "my_results"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "notes.txt").write_text("a week of work")
+    before = tree(folder)
+    line = stage_error(project, "stages/train.py", f"paths.model={folder}")
+    assert "my_results: this folder is in the way of the train stage's output" in line
+    assert tree(folder) == before
+
+
+@pytest.mark.slow
+def test_an_output_inside_an_input_is_refused(project: Path) -> None:
+    """Frames written into the videos' folder would delete the videos: refused before any work."""
+    before = tree(project / "data/synth")
+    line = stage_error(project, "stages/extract_frames.py", "paths.frames=data/synth")
+    assert "paths.frames: 'data/synth' overlaps the input data.dir='data/synth'" in line
+    stage_error(project, "stages/extract_frames.py", "paths.frames=data/synth/frames")
+    assert tree(project / "data/synth") == before
+
+
+@pytest.mark.slow
+def test_killed_extraction_leaves_nothing_and_the_next_repro_completes(project: Path, tmp_path) -> None:
+    """SIGKILL `extract_frames` while it writes: the output is not there (only a temporary);
+    the next `dvc repro` removes the temporary, completes, and caches what an uninterrupted
+    run makes (the same md5 as the first project's frames)."""
+    repo = new_project(tmp_path / "killed")
+    for i in range(12):  # enough work to be caught in the middle
+        write_clip(repo / f"data/synth/more{i}.mp4", n_frames=40, seed=10 + i)
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    proc = subprocess.Popen([sys.executable, "stages/extract_frames.py"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list((repo / "data").glob(".frames.tmp*/*.h5")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert proc.poll() is None, "extraction ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "data/frames").exists() and list((repo / "data").glob(".frames.tmp*"))
+    for i in range(12):
+        (repo / f"data/synth/more{i}.mp4").unlink()
+    ran = repro_ran(repo)
+    assert "extract_frames" in ran
+    assert not list((repo / "data").glob(".frames.tmp*"))
+    assert stages_to_run(repo) == set()
+    assert out_hashes(repo)["data/frames"] == out_hashes(project)["data/frames"]
