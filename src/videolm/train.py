@@ -81,8 +81,9 @@ def without_border(targets: torch.Tensor, margin: int) -> torch.Tensor:
 
 def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params) -> str:
     """Hash of everything a run's course depends on: a resume state is continued only by a run
-    with the same digest. `train.checkpoint_every` (when states are saved) and `train.threads`
-    (so that a run can resume on a machine with other cores) are left out; the code is in."""
+    with the same digest. The code is in; `train.checkpoint_every` (when states are saved) and
+    `train.threads` are left out, so that a run can resume on a machine with other cores (the
+    float sums then run in another order: the same training, not the same last bits)."""
     package = Path(__file__).parent
     code = [torch.__version__] + [f"{path.relative_to(package)} {hashlib.sha256(path.read_bytes()).hexdigest()}"
                                   for path in sorted(package.rglob("*.py"))]
