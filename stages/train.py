@@ -1,6 +1,13 @@
 """Stage `train`: the model of `params.model` on training code grids; the epoch with the best
-validation loss is kept (and `train.patience` > 0 stops early)."""
+validation loss is kept (and `train.patience` > 0 stops early).
 
+A killed run, started again with the same params, resumes from `paths.resume` (removed once
+the model is written). The outputs hold no wall-clock figures, so that identical runs give
+identical bytes; the run's duration is printed instead, on the last line.
+"""
+
+import contextlib
+import time
 from pathlib import Path
 
 from dvclive import Live
@@ -16,20 +23,28 @@ from videolm.train import train_model
 def main(params) -> None:
     metrics_path = Path(params.paths.metrics) / "train.json"
     guard_outputs("train", {"paths.codes": params.paths.codes, "paths.codebook": params.paths.codebook},
-                  {"paths.model": params.paths.model, "paths.live": params.paths.live, "paths.metrics": metrics_path})
+                  {"paths.model": params.paths.model, "paths.metrics": metrics_path, "paths.resume": params.paths.resume,
+                   "paths.live": Path(params.paths.live) / "metrics.json"})  # dvclive replaces only its own files
     codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
-    with Live(params.paths.live, dvcyaml=None, save_dvc_exp=False) as live:
-        def log_epoch(epoch, metrics):
-            for name, value in metrics.items():
-                live.log_metric(name, value)
-            live.next_step()
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        live = []
 
-        model, summary = train_model(grids, codebook, params, log_epoch)
+        def log_epoch(epoch, metrics):
+            if not live:  # opening clears the last run's curves: not before this run has some to show
+                live.append(stack.enter_context(Live(params.paths.live, dvcyaml=None, save_dvc_exp=False)))
+            for name, value in metrics.items():
+                live[0].log_metric(name, value)
+            live[0].next_step()
+
+        model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume)
     checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.k, codebook.digest, summary)
     checkpoint.save(params.paths.model)
     write_json(metrics_path, summary, "train")
-    print(summary)
+    Path(params.paths.resume).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    print(f"train: {summary['epochs_run']} epochs in {time.perf_counter() - start:.0f} s; best epoch "
+          f"{summary['best_epoch']}, val perplexity {summary['val_perplexity']:.2f}")
 
 
 if __name__ == "__main__":

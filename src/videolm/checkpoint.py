@@ -1,20 +1,38 @@
-"""The trained model's checkpoint file (`models/model.pt`).
+"""The train stage's two files: the trained model's checkpoint (`models/model.pt`) and the
+resume state of a run under way (`paths.resume`).
 
-`Checkpoint` owns the file: the model's weights, the model config to rebuild it with, the
-codebook it was trained on (size and digest, so a stale pairing fails loudly) and the
-training summary. It is a plain dict of tensors and builtins, saved with `torch.save` and
-loaded with `weights_only=True`: loading a checkpoint never runs code.
+`Checkpoint` owns the model file: the model's weights, the model config to rebuild it with,
+the codebook it was trained on (size and digest, so a stale pairing fails loudly) and the
+training summary. `TrainState` owns the resume file. Both are plain dicts of tensors and
+builtins, saved with `torch.save` to a file object (so the same contents give the same bytes)
+and loaded with `weights_only=True`: loading either never runs code.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from videolm.errors import VideoLMError
 from videolm.io import MARK, atomic_path
+
+
+def _save(obj, path: str | Path) -> None:
+    """`obj`'s dataclass fields as a dict with the train stage's mark, written atomically."""
+    # a file object: the archive's inner name does not take the temp name
+    with atomic_path(path, "train") as tmp, open(tmp, "wb") as f:
+        torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: "train"}, f)
+
+
+def _load(cls, path: str | Path):
+    """An instance of the dataclass `cls` from a file `_save` wrote (raises FileNotFoundError)."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    return cls(**{f.name: stored[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -26,14 +44,77 @@ class Checkpoint:
     summary: dict = field(default_factory=dict)  # what training reported
 
     def save(self, path: str | Path) -> None:
-        # a file object: the archive's inner name does not take the temp name
-        with atomic_path(path, "train") as tmp, open(tmp, "wb") as f:
-            torch.save({**{f.name: getattr(self, f.name) for f in fields(self)}, MARK: "train"}, f)
+        _save(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(**{f.name: stored[f.name] for f in fields(cls)})
+            return _load(cls, path)
         except FileNotFoundError:
             raise VideoLMError(f"{path}: no model checkpoint (run the train stage first)") from None
+
+
+@dataclass
+class TrainState:
+    """Where a training run is, so that a killed run continues from there and ends with the
+    same bits as an uninterrupted one.
+
+    The fields are the run's progress; `save` adds the model's, optimizer's and LR scheduler's
+    state_dicts and every random generator's state, and `restore` puts them back. The data
+    position needs nothing more than `step`: batch `step` is dataset items `step * batch_size`
+    on, each seeded by `(seed, index)`. `digest` names the run (`train.run_digest`: params,
+    codebook and code grids), so that a state of another run is never continued.
+    """
+
+    digest: str
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs done
+    running_loss: float = 0.0  # sum of the training losses of the epoch under way
+    best_val_loss: float = math.inf
+    best_epoch: int = 0  # 0: no epoch done yet
+    best_model: dict[str, torch.Tensor] | None = None  # state_dict of the best epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # each done epoch's logged metrics
+    saved: dict = field(default_factory=dict)  # model, optimizer, scheduler, rng: as of the last save or load
+
+    def save(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Write the progress and the training objects' states, atomically. Draws no random numbers."""
+        self.saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "rng": _rng_states()}
+        _save(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainState | None:
+        """The state saved at `path`, or None if there is none."""
+        try:
+            return _load(cls, path)
+        except FileNotFoundError:
+            return None
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Put the saved states back into the training objects and the random generators."""
+        model.load_state_dict(self.saved["model"])
+        optimizer.load_state_dict(self.saved["optimizer"])
+        scheduler.load_state_dict(self.saved["scheduler"])
+        _set_rng_states(self.saved["rng"])
+
+
+def _rng_states() -> dict:
+    """Every random generator's state, as tensors and builtins. Training draws only from torch's
+    (dropout, the DataLoader's base seed); numpy's and Python's global generators are kept too,
+    so that code that starts drawing from them cannot quietly break resuming."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": [kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, key, *rest = states["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+    random.setstate(states["python"])

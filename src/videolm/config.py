@@ -57,6 +57,9 @@ class PathsConfig(_Section):
     codes: str = Field("data/codes", description="every frame encoded as a grid of codes")
     model: str = Field("models/model.pt", description="the trained model's checkpoint")
     live: str = Field("dvclive", description="DVCLive's folder (training curves)")
+    resume: str = Field("models/.resume/train.pt", description="the train stage's resume state while a run is "
+                                                               "under way; not a DVC output (removed when the "
+                                                               "run ends)")
     metrics: str = Field("metrics", description="the stages' JSON metrics")
     plots: str = Field("plots", description="pictures and plot data")
 
@@ -180,6 +183,9 @@ class TrainConfig(_Section):
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation loss; "
                                                "0 = off")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    checkpoint_every: int = Field(0, ge=0, description="also save the resume state every this many steps; "
+                                                       "0 = only at epoch ends (an epoch of the committed "
+                                                       "run is ~15 s)")
 
 
 class EvalConfig(_Section):

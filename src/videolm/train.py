@@ -4,25 +4,50 @@ Each epoch is `steps_per_epoch` batches of random crops (`CodeGridDataset`), the
 validation part is scored on whole frames with the state carried through each video.
 The kept weights are those of the epoch with the best validation loss (test frames are
 never looked at), and training stops early after `patience` epochs without progress.
+
+A loss that has diverged (nan, inf, or beyond `MAX_LOSS`) stops training at once with a
+`TrainingError`: weights that diverged, or the untrained ones, are never returned as a model.
+
+Given a resume path, the run saves a `TrainState` at each epoch end (and every
+`checkpoint_every` steps) and, started again with the same params and data, continues from the
+last one to the same final bits. Saving draws no random numbers, so a run that saves states
+computes exactly what one that does not computes.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
 import math
-import time
+import sys
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from videolm.checkpoint import TrainState
 from videolm.codebook import Codebook
 from videolm.codes import CodeGrid
 from videolm.config import Params
 from videolm.dataset import CodeGridDataset
+from videolm.errors import VideoLMError
 from videolm.models import build_model
 from videolm.models.rcnn import IGNORE
 from videolm.scoring import score_part
+
+log = logging.getLogger(__name__)
+
+# Nats per code beyond which the perplexity overflows a float (~709.8). A loss there (or a nan or
+# inf one) has diverged: guessing uniformly costs log(k) <= 11.1, and no run that learns comes near.
+MAX_LOSS = math.log(sys.float_info.max)
+
+
+class TrainingError(VideoLMError):
+    """Training cannot succeed with these params: the loss has diverged."""
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -54,10 +79,29 @@ def without_border(targets: torch.Tensor, margin: int) -> torch.Tensor:
     return out
 
 
-def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None):
+def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params) -> str:
+    """Hash of everything a run's course depends on: a resume state is continued only by a run
+    with the same digest. The code is in; `train.checkpoint_every` (when states are saved) and
+    `train.threads` are left out, so that a run can resume on a machine with other cores (the
+    float sums then run in another order: the same training, not the same last bits)."""
+    package = Path(__file__).parent
+    code = [torch.__version__] + [f"{path.relative_to(package)} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+                                  for path in sorted(package.rglob("*.py"))]
+    facts = {"seed": params.seed, "model": params.model.model_dump(),
+             "train": params.train.model_dump(exclude={"checkpoint_every", "threads"}),
+             "codebook": codebook.digest,
+             "grids": [[g.video_id, list(g.codes.shape), g.train_end, g.val_end,
+                        hashlib.sha256(np.ascontiguousarray(g.codes)).hexdigest()] for g in grids],
+             "code": code}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None, resume=None):
     """Train the model of `params.model`; return (model with the best validation weights, summary).
 
-    `log_epoch(epoch, metrics)` is called after every epoch (dvclive in the stage).
+    `log_epoch(epoch, metrics)` is called for every epoch of the run, in order (dvclive in the
+    stage): a resumed run first replays the epochs done before it was stopped. `resume`, a
+    path, is where the run's `TrainState` is saved and, if it is this run's, resumed from.
     """
     t = params.train
     seed_everything(params.seed, t.threads)
@@ -69,39 +113,76 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     margin = model.context_radius if t.full_context else 0
     data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop + 2 * margin, total_steps * t.batch_size, params.seed,
                            reverse_time=t.reverse_time, mirror=codebook.mirror_map() if t.mirror else None)
-    batches = iter(DataLoader(data, batch_size=t.batch_size, shuffle=False))
     has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
 
-    best = {"val_loss": math.inf, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
-    start = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, t.epochs + 1):
+    digest = run_digest(grids, codebook, params)
+    state = TrainState.load(resume) if resume else None
+    if state and state.digest != digest:
+        log.info(f"{resume}: the resume state of another run (params, data or code); starting afresh")
+        state = None
+    # Creating the loader's iterator draws its base seed from torch's generator, so the saved
+    # generator states are restored after it: the resumed run draws what the stopped one would have.
+    start = state.step if state else 0
+    batches = iter(DataLoader(data, batch_size=t.batch_size, sampler=range(start * t.batch_size, len(data))))
+    if state:
+        log.info(f"{resume}: resuming at step {state.step} of {total_steps} (epoch {state.epoch + 1})")
+        state.restore(model, optimizer, scheduler)
+    else:
+        state = TrainState(digest)
+    if log_epoch:
+        for epoch, metrics in enumerate(state.history, 1):
+            log_epoch(epoch, metrics)
+
+    for epoch in range(state.epoch + 1, t.epochs + 1):
+        if t.patience and state.epoch - state.best_epoch >= t.patience:
+            break  # checked before the epoch rather than after, so that a run resumed here stops too
         model.train()
-        running = 0.0
-        bar = tqdm(range(t.steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", leave=False)
-        for _ in bar:
+        done = state.step - (epoch - 1) * t.steps_per_epoch  # > 0 when resumed within the epoch
+        bar = tqdm(range(done, t.steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", total=t.steps_per_epoch,
+                   initial=done, leave=False)
+        for i in bar:
             clip = next(batches)  # (B, bptt + 1, crop + 2 * margin, crop + 2 * margin)
             _, loss, _ = model(clip[:, :-1], targets=without_border(clip[:, 1:], margin))
+            value = loss.item()
+            if not value < MAX_LOSS:
+                raise diverged(params, f"training loss is {value:.4g} at epoch {epoch}, step {i + 1} of "
+                                       f"{t.steps_per_epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
-            running += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        metrics = {"train_loss": running / t.steps_per_epoch}
+            state.step += 1
+            state.running_loss += value
+            bar.set_postfix(loss=f"{value:.3f}")
+            mid_epoch = i + 1 < t.steps_per_epoch  # the epoch's end saves anyway
+            if resume and t.checkpoint_every and state.step % t.checkpoint_every == 0 and mid_epoch:
+                state.save(resume, model, optimizer, scheduler)
+        metrics = {"train_loss": state.running_loss / t.steps_per_epoch}
         metrics["train_perplexity"] = math.exp(metrics["train_loss"])
         val_loss = score_part(model, grids, "val").mean("model") if has_val else metrics["train_loss"]
+        if not val_loss < MAX_LOSS:
+            raise diverged(params, f"validation loss is {val_loss:.4g} after epoch {epoch}")
         metrics.update(val_loss=val_loss, val_perplexity=math.exp(val_loss))
         if log_epoch:
             log_epoch(epoch, metrics)
         tqdm.write(f"epoch {epoch}: train ppl {metrics['train_perplexity']:.2f}, val ppl {metrics['val_perplexity']:.2f}")
-        if val_loss < best["val_loss"]:
-            best = {"val_loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        elif t.patience and epoch - best["epoch"] >= t.patience:
-            break
-    model.load_state_dict(best["state"])
-    summary = {"best_epoch": best["epoch"], "epochs_run": epoch, "val_perplexity": math.exp(best["val_loss"]),
-               "train_seconds": time.perf_counter() - start, "parameters": sum(p.numel() for p in model.parameters())}
+        state.epoch, state.running_loss = epoch, 0.0
+        state.history.append(metrics)
+        if val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_epoch, state.best_model = val_loss, epoch, copy.deepcopy(model.state_dict())
+        if resume:
+            state.save(resume, model, optimizer, scheduler)
+    model.load_state_dict(state.best_model)  # set by the first epoch: its validation loss is finite
+    summary = {"best_epoch": state.best_epoch, "epochs_run": state.epoch,
+               "val_perplexity": math.exp(state.best_val_loss),
+               "parameters": sum(p.numel() for p in model.parameters())}
     return model, summary
+
+
+def diverged(params: Params, what: str) -> TrainingError:
+    """The error for a diverged loss, naming the params that tame it."""
+    t = params.train
+    return TrainingError(f"training diverged: the {what}; lower train.lr (now {t.lr:g}) or clip gradients with "
+                         f"train.grad_clip (now {t.grad_clip:g}; 0 = off)")
