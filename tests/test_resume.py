@@ -148,6 +148,7 @@ def finished(codebook, tmp_path_factory) -> Path:
     return cwd
 
 
+@pytest.mark.slow
 def test_killed_stage_resumes_to_the_same_bytes(codebook, finished, tmp_path):
     killed = workspace(tmp_path / "killed", codebook)
     process = train_stage(killed, wait=False)
@@ -173,6 +174,7 @@ def test_killed_stage_resumes_to_the_same_bytes(codebook, finished, tmp_path):
     assert not (killed / RESUME).exists()
 
 
+@pytest.mark.slow
 def test_diverging_stage_fails_and_keeps_the_last_outputs(finished):
     before = read(finished)
     result = train_stage(finished, "model.nonlinearity=relu", "train.lr=1e20", "train.grad_clip=0")
