@@ -218,6 +218,13 @@ def test_an_existing_folder_is_never_replaced_by_an_output(project: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_an_unwritable_output_is_one_line(project: Path) -> None:
+    """The file system refusing a write (here: a file where a folder should be) is one line, not a traceback."""
+    line = stage_error(project, "stages/fit_codebook.py", "paths.metrics=params.yaml/metrics")
+    assert line.startswith("error: params.yaml") and "Not a directory" in line
+
+
+@pytest.mark.slow
 def test_an_output_inside_an_input_is_refused(project: Path) -> None:
     """Frames written into the videos' folder would delete the videos: refused before any work."""
     before = tree(project / "data/synth")

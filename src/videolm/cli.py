@@ -1,5 +1,6 @@
 """Running a stage: load and validate `params.yaml` (with command-line overrides), call the
-stage's function, and turn a user error into one line on stderr and exit status 2."""
+stage's function, and turn a user error (a `VideoLMError`, or the file system refusing a read
+or write) into one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -18,4 +19,8 @@ def run_stage(main, argv: list[str] | None = None) -> None:
         main(params)
     except VideoLMError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # the file system said no: a read-only folder, a full disk, a file for a folder
+        print(f"error: {err.filename or 'a file'}: {err.strerror or err} (outputs are written only when "
+              f"complete: nothing half-written was left)", file=sys.stderr)
         sys.exit(2)
