@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
 from videolm.config import CodebookConfig
-from videolm.errors import VideoLMError
-from videolm.io import MARK, atomic_path, create_h5, h5_dataset, write_attrs
+from videolm.io import load_h5, save_h5
 from videolm.metrics import psnr
 from videolm.patches import PatchSample, reconstruct
 
@@ -65,17 +63,13 @@ class Codebook:
         return cls(kmeans.cluster_centers_.astype(np.float32), sample.std, sample.size)
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path, "fit_codebook") as tmp, create_h5(tmp) as f:
-            h5_dataset(f, "centroids", self.centroids)
-            write_attrs(f, {"std": self.std, "patch_size": self.size, "digest": self.digest, MARK: "fit_codebook"})
+        save_h5(path, "fit_codebook", {"centroids": self.centroids},
+                {"std": self.std, "patch_size": self.size, "digest": self.digest})
 
     @classmethod
     def load(cls, path: str | Path) -> Codebook:
-        path = Path(path)
-        if not path.is_file():
-            raise VideoLMError(f"{path}: codebook not found (run the fit_codebook stage first)")
-        with h5py.File(path, "r") as f:
-            return cls(f["centroids"][:], float(f.attrs["std"]), int(f.attrs["patch_size"]))
+        data, attrs = load_h5(path, "codebook", "fit_codebook")
+        return cls(data["centroids"], float(attrs["std"]), int(attrs["patch_size"]))
 
     def assign(self, patches: np.ndarray) -> np.ndarray:
         """(n, size*size) patches in gray levels -> (n,) int64 index of the nearest centroid."""

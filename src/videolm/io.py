@@ -161,6 +161,23 @@ def h5_dataset(f: h5py.File, name: str, data=None, **kwargs) -> h5py.Dataset:
     return f.create_dataset(name, data=data, track_times=False, **kwargs)
 
 
+def save_h5(path: str | Path, stage: str, datasets: dict[str, np.ndarray], attrs: dict) -> None:
+    """A single-file HDF5 output: `datasets` and `attrs`, with `stage`'s mark, written atomically."""
+    with atomic_path(path, stage) as tmp, create_h5(tmp) as f:
+        for name, data in datasets.items():
+            h5_dataset(f, name, data)
+        write_attrs(f, {**attrs, MARK: stage})
+
+
+def load_h5(path: str | Path, what: str, stage: str) -> tuple[dict[str, np.ndarray], dict]:
+    """(datasets, attributes) of a single-file HDF5 output; an error naming the stage if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoLMError(f"{path}: {what} not found (run the {stage} stage first)")
+    with h5py.File(path, "r") as f:
+        return {name: f[name][:] for name in f}, dict(f.attrs)
+
+
 def h5_files(folder: str | Path, what: str, stage: str) -> list[Path]:
     """The HDF5 files of a stage's output folder, sorted; an error naming the stage if none."""
     paths = sorted(Path(folder).glob("*.h5"))

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from videolm.errors import VideoLMError
-from videolm.io import MARK, atomic_path, create_h5, h5_dataset, write_attrs
+from videolm.io import load_h5, save_h5
 
 
 def grid_shape(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
@@ -78,18 +77,13 @@ class PatchSample:
     size: int  # patch side in pixels
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path, "sample_patches") as tmp, create_h5(tmp) as f:
-            h5_dataset(f, "train", self.train)
-            h5_dataset(f, "heldout", self.heldout)
-            write_attrs(f, {"std": self.std, "patch_size": self.size, MARK: "sample_patches"})
+        save_h5(path, "sample_patches", {"train": self.train, "heldout": self.heldout},
+                {"std": self.std, "patch_size": self.size})
 
     @classmethod
     def load(cls, path: str | Path) -> PatchSample:
-        path = Path(path)
-        if not path.is_file():
-            raise VideoLMError(f"{path}: patch sample not found (run the sample_patches stage first)")
-        with h5py.File(path, "r") as f:
-            return cls(f["train"][:], f["heldout"][:], float(f.attrs["std"]), int(f.attrs["patch_size"]))
+        data, attrs = load_h5(path, "patch sample", "sample_patches")
+        return cls(data["train"], data["heldout"], float(attrs["std"]), int(attrs["patch_size"]))
 
 
 def training_std(videos, chunk_frames: int = 64) -> float:
