@@ -109,3 +109,9 @@ def test_yaml_syntax_error_names_file_and_line(root):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match=r"params\.yaml: no such file"):
         load_params(tmp_path)
+
+
+def test_learning_rate_must_fit_the_optimizer(root):
+    """Adam keeps lr in float32: a larger value would crash mid-training with a traceback."""
+    with pytest.raises(ConfigError, match=r"^train.lr=1e\+300 is not allowed: Input should be less than or equal to"):
+        load_params(root, ["train.lr=1e300"])

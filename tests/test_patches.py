@@ -9,7 +9,6 @@ from videolm.errors import VideoLMError
 from videolm.frames import write_frames
 from videolm.patches import (
     PatchSample,
-    covered_shape,
     extract_patches,
     grid_shape,
     reconstruct,
@@ -33,9 +32,8 @@ def random_frames(n=3, h=30, w=44, seed=0):
 def test_grid_shape(h, w, size, stride, expected):
     assert grid_shape(h, w, size, stride) == expected
     rows, cols = expected
-    assert covered_shape(h, w, size, stride) == ((rows - 1) * stride + size, (cols - 1) * stride + size)
-    ch, cw = covered_shape(h, w, size, stride)
-    assert ch <= h and cw <= w and h - ch < stride and w - cw < stride
+    ch, cw = (rows - 1) * stride + size, (cols - 1) * stride + size  # the pixels the grid covers
+    assert ch <= h and cw <= w and h - ch < stride and w - cw < stride  # the remainder is under one stride
 
 
 @pytest.mark.parametrize("h, w", [(7, 64), (48, 7), (3, 3)])
@@ -68,7 +66,8 @@ def test_reconstruct_round_trip(h, w, size, stride):
     frames = random_frames(h=h, w=w)
     patches = extract_patches(frames, size, stride)
     rebuilt = reconstruct(patches, size, stride)
-    ch, cw = covered_shape(h, w, size, stride)
+    rows, cols = grid_shape(h, w, size, stride)
+    ch, cw = (rows - 1) * stride + size, (cols - 1) * stride + size
     assert rebuilt.shape == (3, ch, cw)
     np.testing.assert_allclose(rebuilt, frames[:, :ch, :cw].astype(np.float32), atol=1e-4)
 

@@ -284,3 +284,10 @@ def test_diverging_training_stops_with_an_error(codebook, nonlinearity, lr, loss
     expected = f"training diverged: the training loss is {loss} at epoch 1, step 2 of 5{advice}"
     assert re.fullmatch(expected, str(err.value)), str(err.value)
     assert logged == []  # stopped at once: no epoch was finished
+
+
+def test_full_context_on_grids_too_small_is_an_error(codebook):
+    """A crop clamped to 2 rows cannot hold a cell with its whole 3x3 neighbourhood: refused, not NaN."""
+    grid = moving_grid(shape=(2, 8))
+    with pytest.raises(VideoLMError, match="train.full_context=true: the crop of 2 cells"):
+        train_model([grid], codebook, tiny_params(epochs=1, steps=2, full_context=True))

@@ -33,6 +33,9 @@ from pydantic_core import PydanticCustomError
 from videolm.errors import VideoLMError
 
 
+FLOAT32_MAX = 3.4e38  # the optimizer keeps lr and weight decay in float32: larger values cannot be used
+
+
 class ConfigError(VideoLMError):
     """A parameter has a value the pipeline cannot use; the message names the key."""
 
@@ -176,9 +179,9 @@ class TrainConfig(_Section):
     reverse_time: bool = Field(True, description="augmentation: play half the crops backwards")
     mirror: bool = Field(False, description="augmentation: mirror half the crops left-right (codes remapped)")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="the optimizer")
-    lr: float = Field(2e-3, gt=0, description="learning rate (the peak, with schedule=cosine)")
+    lr: float = Field(2e-3, gt=0, le=FLOAT32_MAX, description="learning rate (the peak, with schedule=cosine)")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule")
-    weight_decay: float = Field(0.0, ge=0, description="weight decay of the optimizer")
+    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="weight decay of the optimizer")
     grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this; 0 = off")
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation loss; "
                                                "0 = off")

@@ -24,12 +24,6 @@ def grid_shape(height: int, width: int, size: int, stride: int) -> tuple[int, in
     return (height - size) // stride + 1, (width - size) // stride + 1
 
 
-def covered_shape(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
-    """Pixels covered by the patch grid: the part of the frame the codes describe."""
-    rows, cols = grid_shape(height, width, size, stride)
-    return (rows - 1) * stride + size, (cols - 1) * stride + size
-
-
 def extract_patches(frames: np.ndarray, size: int, stride: int) -> np.ndarray:
     """(N, H, W) frames -> (N, rows, cols, size*size) float32 patches (row-major pixels)."""
     rows, cols = grid_shape(frames.shape[1], frames.shape[2], size, stride)

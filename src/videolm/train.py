@@ -113,6 +113,10 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     margin = model.context_radius if t.full_context else 0
     data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop + 2 * margin, total_steps * t.batch_size, params.seed,
                            reverse_time=t.reverse_time, mirror=codebook.mirror_map() if t.mirror else None)
+    if data.crop <= 2 * margin:  # every target would be ignored: nothing to learn from
+        raise VideoLMError(f"train.full_context=true: the crop of {data.crop} cells (clamped to the smallest "
+                           f"training grid) is not wider than twice the model's context radius ({margin}), so no "
+                           f"cell sees its whole neighbourhood; set train.full_context=false or use larger frames")
     has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
 
     digest = run_digest(grids, codebook, params)
