@@ -123,10 +123,10 @@ def decode_gray(path: str | Path, scale: float = 1.0, frame_stride: int = 1,
     swallows its errors (an h264 faststart mp4 cut at half gave 12 of its 50 frames and no
     error; without frame threading the error is raised). The checks above catch the whole
     corpus either way, but the decoder's own errors are the broadest signal, so they are kept.
-    Cost, measured on the three sample clips (h264 and MPEG-2, 560 frames at half size, 15 runs
-    on a shared 2-core machine): none measurable, 0.66 s of CPU against 0.70 s with frame
-    threading (best run), 1.58 s against 1.75 s of wall time (median). Frame threading would
-    speed up one long video on many cores; extraction can decode several videos at once instead.
+    Cost, measured on the three sample clips (h264 and MPEG-2, 560 frames at half size, median
+    of 5 decodes of all three, nothing else running): 0.86 s against 0.75 s with frame
+    threading, about 14% slower. Frame threading would speed up one long video on many cores;
+    extraction can decode several videos at once instead.
     The declared frame count (`stream.frames`) is not compared: an AVI's header counts the
     empty chunks of dropped frames, so a good AVI that declares 14 frames holds 12 (the corpus
     has one), and the index check already covers the mp4/mov whose count is exact.
