@@ -72,6 +72,7 @@ def test_model_config_round_trips():
     ("patches.stride=9", "patches.stride=9 is not allowed: must be <= patches.size (8)"),
     ("codebook.init_size=10", "codebook.init_size=10 is not allowed: must be 0 or >= codebook.k (1024)"),
     ("patches.n_train=10", "patches.n_train=10 is not allowed: must be >= codebook.k (1024)"),
+    ("patches.size=32", "patches.size=32 is not allowed: must be <= data.min_size (16)"),
     ("data.test_fraction=0.9", "data.val_fraction=0.1 + data.test_fraction=0.9 is not allowed: the sum must be < 1"),
     ("train.lr", "override 'train.lr': expected key=value"),
     ("train.lr=0.1,0.2", "override 'train.lr=0.1,0.2': expected key=value (one value"),

@@ -227,6 +227,15 @@ class Params(_Section):
             raise _not_allowed(f"patches.n_train={self.patches.n_train}", f"must be >= codebook.k ({self.codebook.k})")
         return self
 
+    @model_validator(mode="after")
+    def _patches_fit_every_kept_video(self) -> Params:
+        """Extraction keeps only videos of at least `data.min_size` pixels a side: then every
+        kept video holds a patch, and no stage after extraction fails on a small one."""
+        if self.patches.size > self.data.min_size:
+            raise _not_allowed(f"patches.size={self.patches.size}", f"must be <= data.min_size ({self.data.min_size}), "
+                                                                    f"the smallest frame side extraction keeps")
+        return self
+
 
 def load_params(root: str | Path = ".", overrides: list[str] | None = None) -> Params:
     """`<root>/params.yaml` with `key=value` overrides applied, checked against the schema."""
