@@ -1,0 +1,149 @@
+"""Benchmarks: each stage's hot path timed beside a reference tool, pair by pair, in one run.
+
+    python benchmarks/run.py            # small sizes (about a minute)
+    python benchmarks/run.py --full     # the sizes of the paper-scale issue (768x576 decode, k=10,000)
+    python benchmarks/run.py --smallest # seconds: what the smoke test runs
+
+Every figure is the median (and min..max) of `--repeats` runs of the project's code and of its
+reference on the same input, taken one after the other in this process, so the ratio compares
+like with like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
+Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts.
+
+Pairs so far:
+- decode: `videolm.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
+  `imageio-ffmpeg` ships) writing the same gray frames to a pipe (`-pix_fmt gray`).
+- encode: `videolm.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
+  on the same normalized patches, with the share of identical codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import faiss
+import imageio_ffmpeg
+import numpy as np
+import torch
+
+from videolm.codebook import assign_codes
+from videolm.video import decode_gray
+
+SIZES = {  # name -> (decode frame size (W, H), frames; encode patches, k, dim)
+    "smallest": ((128, 96), 8, 2_000, 64, 64),
+    "small": ((384, 288), 100, 100_000, 1_024, 64),
+    "full": ((768, 576), 200, 200_000, 10_000, 64),
+}
+
+
+def timed(fn, repeats: int) -> tuple[float, float, float, object]:
+    """(median, min, max) seconds of `repeats` calls of `fn`, and its last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times), result
+
+
+def synthetic_video(path: Path, size: tuple[int, int], n_frames: int) -> Path:
+    """An h264 clip of a smooth moving texture (decodes like camera footage, not like noise)."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (height // 8 + 1, (width + 8 * n_frames) // 8 + 1), dtype=np.uint8)
+    texture = texture.repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(n_frames):
+            frame = np.ascontiguousarray(texture[:height, 2 * t:2 * t + width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")))
+        container.mux(stream.encode())
+    return path
+
+
+def ffmpeg_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W) uint8 frames from the ffmpeg CLI: decode, scale, convert to gray, pipe out."""
+    width, height = size
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "gray", "-s", f"{width}x{height}", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, height, width)
+
+
+def bench_decode(size: tuple[int, int], n_frames: int, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        video = synthetic_video(Path(tmp) / "clip.mp4", size, n_frames)
+        ours = timed(lambda: np.stack(list(decode_gray(video))), repeats)
+        ref = timed(lambda: ffmpeg_gray(video, size), repeats)
+    a, b = ours[3].astype(np.int16), ref[3].astype(np.int16)
+    agree = a.shape == b.shape
+    return {"name": f"decode to gray, {size[0]}x{size[1]}, {n_frames} frames", "unit": "frames/s",
+            "ours": n_frames / ours[0], "ours_range": (n_frames / ours[2], n_frames / ours[1]),
+            "ref_name": "ffmpeg CLI -pix_fmt gray", "ref": n_frames / ref[0], "ref_range": (n_frames / ref[2], n_frames / ref[1]),
+            "note": (f"frames differ by at most {int(np.abs(a - b).max())} gray levels, mean {np.abs(a - b).mean():.3f}"
+                     if agree else f"frame counts differ: {a.shape} vs {b.shape}")}
+
+
+def bench_encode(n: int, k: int, dim: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(k, dim)).astype(np.float32)
+    patches = (centroids[rng.integers(0, k, n)] + rng.normal(scale=0.5, size=(n, dim))).astype(np.float32)
+    index = faiss.IndexFlatL2(dim)
+    index.add(centroids)
+    ours = timed(lambda: assign_codes(patches, centroids), repeats)
+    ref = timed(lambda: index.search(patches, 1)[1][:, 0], repeats)
+    same = float((ours[3] == ref[3]).mean())
+    gflop = 2 * n * k * dim / 1e9
+    return {"name": f"encode, {n:,} patches, k={k:,}, d={dim}", "unit": "patches/s",
+            "ours": n / ours[0], "ours_range": (n / ours[2], n / ours[1]),
+            "ref_name": "faiss IndexFlatL2", "ref": n / ref[0], "ref_range": (n / ref[2], n / ref[1]),
+            "note": f"identical codes: {same:.4%}; ours {gflop / ours[0]:.0f} GFLOP/s, faiss {gflop / ref[0]:.0f} GFLOP/s"}
+
+
+def machine() -> list[str]:
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        line = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
+        flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in line)
+    return [f"CPU cores (affinity): {len(os.sched_getaffinity(0))}; flags: {flags or 'unknown'}",
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
+            f"faiss {faiss.__version__}; PyAV {av.__version__}; ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}",
+            f"Python {platform.python_version()} on {platform.platform()}"]
+
+
+def report(rows: list[dict], size: str, repeats: int) -> str:
+    lines = [f"# Benchmarks ({size} sizes, median of {repeats} runs; min..max in brackets)", "",
+             "| stage | ours | reference | ratio (ours / reference) | notes |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['ours']:,.0f} {r['unit']} [{r['ours_range'][0]:,.0f}..{r['ours_range'][1]:,.0f}] "
+                     f"| {r['ref_name']}: {r['ref']:,.0f} [{r['ref_range'][0]:,.0f}..{r['ref_range'][1]:,.0f}] "
+                     f"| {r['ours'] / r['ref']:.2f}x | {r['note']} |")
+    return "\n".join(lines + ["", "Machine:", ""] + [f"- {m}" for m in machine()]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--full", action="store_const", const="full", dest="size")
+    group.add_argument("--smallest", action="store_const", const="smallest", dest="size")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = parser.parse_args(argv)
+    size = args.size or "small"
+    frame_size, n_frames, n, k, dim = SIZES[size]
+    rows = [bench_decode(frame_size, n_frames, args.repeats), bench_encode(n, k, dim, args.repeats)]
+    text = report(rows, size, args.repeats)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,21 @@
+"""The benchmark command runs end to end at its smallest size and writes its table (timings are
+not asserted: they live in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_run_at_the_smallest_size(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/run.py"), "--smallest", "--repeats", "1", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    table = out.read_text()
+    assert "| decode to gray, 128x96, 8 frames |" in table and "ffmpeg CLI -pix_fmt gray" in table
+    assert "frames differ by at most 0 gray levels" in table  # the same frames as ffmpeg's
+    assert "| encode, 2,000 patches, k=64, d=64 |" in table and "identical codes: 100.0000%" in table
+    assert "CPU cores (affinity):" in table
