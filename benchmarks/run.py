@@ -1,12 +1,13 @@
 """Benchmarks: each stage's hot path timed beside a reference tool, pair by pair, in one run.
 
-    python benchmarks/run.py            # small sizes (about a minute)
+    python benchmarks/run.py            # small sizes (about two minutes)
     python benchmarks/run.py --full     # the sizes of the paper-scale issue (768x576 decode, k=10,000)
     python benchmarks/run.py --smallest # seconds: what the smoke test runs
 
-Every figure is the median (and min..max) of `--repeats` runs of the project's code and of its
+Every timing is the median (and min..max) of `--repeats` runs of the project's code and of its
 reference on the same input, taken one after the other in this process, so the ratio compares
 like with like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
+Peak memory is taken the same way, each run a stage subprocess (`memory.py`).
 Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts.
 
 Pairs so far:
@@ -14,6 +15,9 @@ Pairs so far:
   `imageio-ffmpeg` ships) writing the same gray frames to a pipe (`-pix_fmt gray`).
 - encode: `videolm.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
   on the same normalized patches, with the share of identical codes.
+- peak memory: the `extract_frames` and `encode` stages, each run as a subprocess, on a video 4x
+  longer against the same video (`memory.py`): a stage that streams has a ratio near 1.00x, within
+  the spread of its repeats.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
+from memory import bench_memory
+from synthetic import synthetic_video
 from videolm.codebook import assign_codes
 from videolm.video import decode_gray
 
@@ -52,22 +58,6 @@ def timed(fn, repeats: int) -> tuple[float, float, float, object]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), min(times), max(times), result
-
-
-def synthetic_video(path: Path, size: tuple[int, int], n_frames: int) -> Path:
-    """An h264 clip of a smooth moving texture (decodes like camera footage, not like noise)."""
-    width, height = size
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 256, (height // 8 + 1, (width + 8 * n_frames) // 8 + 1), dtype=np.uint8)
-    texture = texture.repeat(8, 0).repeat(8, 1)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for t in range(n_frames):
-            frame = np.ascontiguousarray(texture[:height, 2 * t:2 * t + width])
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")))
-        container.mux(stream.encode())
-    return path
 
 
 def ffmpeg_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -139,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     size = args.size or "small"
     frame_size, n_frames, n, k, dim = SIZES[size]
-    rows = [bench_decode(frame_size, n_frames, args.repeats), bench_encode(n, k, dim, args.repeats)]
+    rows = [bench_decode(frame_size, n_frames, args.repeats), bench_encode(n, k, dim, args.repeats),
+            *bench_memory(size, args.repeats)]
     text = report(rows, size, args.repeats)
     args.out.write_text(text)
     print(text)

@@ -18,4 +18,7 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     assert "| decode to gray, 128x96, 8 frames |" in table and "ffmpeg CLI -pix_fmt gray" in table
     assert "frames differ by at most 0 gray levels" in table  # the same frames as ffmpeg's
     assert "| encode, 2,000 patches, k=64, d=64 |" in table and "identical codes: 100.0000%" in table
+    for stage in ("extract_frames", "encode"):  # each stage's peak memory, on a video 4x longer than another
+        assert f"| {stage} peak RSS, 64x48, 80 frames |" in table
+    assert table.count("same stage, the 1x video (20 frames)") == 2
     assert "CPU cores (affinity):" in table

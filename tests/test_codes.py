@@ -12,6 +12,7 @@ from videolm.codes import CodeGrid, CodesError, encode_video, load_code_grids
 from videolm.config import CodebookConfig, DataConfig
 from videolm.errors import VideoLMError
 from videolm.frames import extract_frames, list_frames
+from videolm.io import COMPRESSION, create_h5, h5_dataset, write_attrs
 from videolm.patches import PatchSample, extract_patches
 from videolm.video import find_videos
 
@@ -74,6 +75,22 @@ def test_encode_video_is_deterministic(frames_video, tmp_path):
     encode_video(frames_video, codebook, 8, 5, tmp_path / "a.h5")
     encode_video(frames_video, codebook, 8, 5, tmp_path / "b.h5")
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+
+
+def test_streamed_codes_are_the_bytes_of_codes_written_whole(frames_video, tmp_path):
+    """`encode_video` writes its file chunk by chunk, and `CodeGrid.save` from a whole grid; both give
+    the bytes of a dataset written whole (and closed) before the attributes, as the code files of
+    earlier runs were, so that existing outputs keep their hashes."""
+    codebook = make_codebook(frames_video.read())
+    encode_video(frames_video, codebook, 8, 3, tmp_path / "streamed.h5")
+    grid = CodeGrid.load(tmp_path / "streamed.h5")
+    grid.save(tmp_path / "saved.h5", codebook, 8, frames_video.source)
+    with h5py.File(tmp_path / "streamed.h5", "r") as f, create_h5(tmp_path / "whole.h5") as g:
+        h5_dataset(g, "codes", f["codes"][:], chunks=(1, *grid.codes.shape[1:]), **COMPRESSION)
+        write_attrs(g, dict(f.attrs))
+    whole = (tmp_path / "whole.h5").read_bytes()
+    assert (tmp_path / "streamed.h5").read_bytes() == whole
+    assert (tmp_path / "saved.h5").read_bytes() == whole
 
 
 def test_load_code_grids_refuses_other_codebook(frames_video, tmp_path):
