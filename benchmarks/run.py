@@ -22,6 +22,8 @@ Pairs so far:
 
 from __future__ import annotations
 
+import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it, before torch loads OpenMP)
+
 import argparse
 import os
 import platform
@@ -38,15 +40,20 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
+from kmeans import bench_codebook
 from memory import bench_memory
 from synthetic import synthetic_video
+from training import bench_shared, bench_train
 from videolm.codebook import assign_codes
 from videolm.video import decode_gray
 
-SIZES = {  # name -> (decode frame size (W, H), frames; encode patches, k, dim)
-    "smallest": ((128, 96), 8, 2_000, 64, 64),
-    "small": ((384, 288), 100, 100_000, 1_024, 64),
-    "full": ((768, 576), 200, 200_000, 10_000, 64),
+SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
+    "smallest": {"decode": ((128, 96), 8), "encode": (2_000, 64, 64), "codebook": (5_000, 64, 5),
+                 "train": ([64], 2), "shared": (64, 2)},
+    "small": {"decode": ((384, 288), 100), "encode": (100_000, 1_024, 64), "codebook": (100_000, 1_024, 10),
+              "train": ([1_024], 10), "shared": (1_024, 20)},
+    "full": {"decode": ((768, 576), 200), "encode": (200_000, 10_000, 64), "codebook": (1_000_000, 10_000, 10),
+             "train": ([10_000, 1_024], 10), "shared": (1_024, 25)},
 }
 
 
@@ -82,12 +89,19 @@ def bench_decode(size: tuple[int, int], n_frames: int, repeats: int) -> dict:
                      if agree else f"frame counts differ: {a.shape} vs {b.shape}")}
 
 
-def bench_encode(n: int, k: int, dim: int, repeats: int) -> dict:
+def encode_problem(n: int, k: int, dim: int):
+    """(patches (n, dim), centroids (k, dim), a faiss IndexFlatL2 holding the centroids): patches
+    scattered around random centroids, as real patches lie around their codes."""
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(k, dim)).astype(np.float32)
     patches = (centroids[rng.integers(0, k, n)] + rng.normal(scale=0.5, size=(n, dim))).astype(np.float32)
     index = faiss.IndexFlatL2(dim)
     index.add(centroids)
+    return patches, centroids, index
+
+
+def bench_encode(n: int, k: int, dim: int, repeats: int) -> dict:
+    patches, centroids, index = encode_problem(n, k, dim)
     ours = timed(lambda: assign_codes(patches, centroids), repeats)
     ref = timed(lambda: index.search(patches, 1)[1][:, 0], repeats)
     same = float((ours[3] == ref[3]).mean())
@@ -96,6 +110,19 @@ def bench_encode(n: int, k: int, dim: int, repeats: int) -> dict:
             "ours": n / ours[0], "ours_range": (n / ours[2], n / ours[1]),
             "ref_name": "faiss IndexFlatL2", "ref": n / ref[0], "ref_range": (n / ref[2], n / ref[1]),
             "note": f"identical codes: {same:.4%}; ours {gflop / ours[0]:.0f} GFLOP/s, faiss {gflop / ref[0]:.0f} GFLOP/s"}
+
+
+def bench_encode_cuda(n: int, k: int, dim: int, repeats: int) -> list[dict]:
+    """The encode pair on a GPU, when there is one: `assign_codes` on CUDA against faiss on the CPU."""
+    if not torch.cuda.is_available():
+        return []
+    patches, centroids, index = encode_problem(n, k, dim)
+    ours = timed(lambda: assign_codes(patches, centroids, chunk=16_384, device="cuda"), repeats)
+    ref = timed(lambda: index.search(patches, 1)[1][:, 0], repeats)
+    return [{"name": f"encode on {torch.cuda.get_device_name()}, {n:,} patches, k={k:,}", "unit": "patches/s",
+             "ours": n / ours[0], "ours_range": (n / ours[2], n / ours[1]), "ref_name": "faiss IndexFlatL2 (CPU)",
+             "ref": n / ref[0], "ref_range": (n / ref[2], n / ref[1]),
+             "note": f"identical codes: {float((ours[3] == ref[3]).mean()):.4%}"}]
 
 
 def machine() -> list[str]:
@@ -109,13 +136,18 @@ def machine() -> list[str]:
             f"Python {platform.python_version()} on {platform.platform()}"]
 
 
+def num(value: float) -> str:
+    """A figure to 3 significant digits below 100, else a whole number with thousands separated."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def report(rows: list[dict], size: str, repeats: int) -> str:
     lines = [f"# Benchmarks ({size} sizes, median of {repeats} runs; min..max in brackets)", "",
-             "| stage | ours | reference | ratio (ours / reference) | notes |", "|---|---|---|---|---|"]
+             "| stage | ours | reference | ratio (ours / reference; codebook: MSE) | notes |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['ours']:,.0f} {r['unit']} [{r['ours_range'][0]:,.0f}..{r['ours_range'][1]:,.0f}] "
-                     f"| {r['ref_name']}: {r['ref']:,.0f} [{r['ref_range'][0]:,.0f}..{r['ref_range'][1]:,.0f}] "
-                     f"| {r['ours'] / r['ref']:.2f}x | {r['note']} |")
+        lines.append(f"| {r['name']} | {num(r['ours'])} {r['unit']} [{num(r['ours_range'][0])}..{num(r['ours_range'][1])}] "
+                     f"| {r['ref_name']}: {num(r['ref'])} [{num(r['ref_range'][0])}..{num(r['ref_range'][1])}] "
+                     f"| {r.get('ratio', r['ours'] / r['ref']):.2f}x | {r['note']} |")
     return "\n".join(lines + ["", "Machine:", ""] + [f"- {m}" for m in machine()]) + "\n"
 
 
@@ -128,9 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     size = args.size or "small"
-    frame_size, n_frames, n, k, dim = SIZES[size]
-    rows = [bench_decode(frame_size, n_frames, args.repeats), bench_encode(n, k, dim, args.repeats),
-            *bench_memory(size, args.repeats)]
+    sizes = SIZES[size]
+    n_patches, k, passes = sizes["codebook"]
+    rows = [bench_decode(*sizes["decode"], args.repeats), bench_encode(*sizes["encode"], args.repeats),
+            *bench_encode_cuda(*sizes["encode"], args.repeats),
+            bench_codebook(n_patches, k, "minibatch", passes), bench_codebook(n_patches, k, "lloyd", passes),
+            *bench_train(*sizes["train"]), *bench_shared(*sizes["shared"]), *bench_memory(size, args.repeats)]
     text = report(rows, size, args.repeats)
     args.out.write_text(text)
     print(text)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about a minute: it starts a dozen processes that import torch
 def test_benchmarks_run_at_the_smallest_size(tmp_path):
     out = tmp_path / "RESULTS.md"
     subprocess.run([sys.executable, str(ROOT / "benchmarks/run.py"), "--smallest", "--repeats", "1", "--out", str(out)],
@@ -21,4 +24,10 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     for stage in ("extract_frames", "encode"):  # each stage's peak memory, on a video 4x longer than another
         assert f"| {stage} peak RSS, 64x48, 80 frames |" in table
     assert table.count("same stage, the 1x video (20 frames)") == 2
+    for method in ("minibatch", "lloyd"):  # each k-means against faiss given the same time
+        assert f"| codebook fit ({method}), 5,000 patches, k=64 |" in table
+    assert "| train step, k=64, cpu fp32 |" in table and "before: plain F.cross_entropy" in table
+    for policy in ("shipped (OMP_WAIT_POLICY=PASSIVE)", "OpenMP default (spinning)"):
+        assert f"| train k=64 beside a busy process, {policy} |" in table
+        assert f"| two trainings k=64 side by side, {policy} |" in table
     assert "CPU cores (affinity):" in table

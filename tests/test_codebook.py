@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from videolm.codebook import Codebook, assign_codes
+from videolm.codebook import Codebook, assign_codes, lloyd_kmeans
 from videolm.config import CodebookConfig
 from videolm.errors import VideoLMError
 from videolm.patches import PatchSample
@@ -51,9 +51,10 @@ def fit(points: np.ndarray, seed: int = 0, **cfg) -> Codebook:
     return Codebook.fit(PatchSample(points, points[:10], 1.0, size), CodebookConfig(**cfg), seed)
 
 
-def test_fit_codebook_recovers_clusters():
+@pytest.mark.parametrize("method", ["minibatch", "lloyd"])
+def test_fit_codebook_recovers_clusters(method):
     points, labels, centers = clusters()
-    codebook = fit(points, k=4, batch_size=400, max_iter=10, init="k-means++", init_size=0)
+    codebook = fit(points, k=4, batch_size=400, max_iter=10, init="k-means++", init_size=0, method=method)
     centroids = codebook.centroids
     assert centroids.shape == (4, 16) and centroids.dtype == np.float32
     assert codebook.k == 4 and codebook.size == 4 and codebook.std == 1.0
@@ -80,11 +81,29 @@ def test_fit_codebook_random_init_covers_clusters():
     np.testing.assert_array_equal(owner[codes], labels)
 
 
-def test_fit_codebook_seeded():
+@pytest.mark.parametrize("method", ["minibatch", "lloyd"])
+def test_fit_codebook_seeded(method):
     points, _, _ = clusters(k=6, d=9, per=50, seed=3)
-    a, b, c = (fit(points, seed, k=6, batch_size=150, max_iter=5).centroids for seed in (1, 1, 2))
+    a, b, c = (fit(points, seed, k=6, batch_size=150, max_iter=5, method=method).centroids for seed in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_lloyd_matches_a_plain_lloyd_and_splits_empty_clusters():
+    """Each Lloyd iteration moves every centroid to the mean of its points; a centroid that
+    gets none takes half of the largest cluster instead of staying where it was (or nan)."""
+    points, _, _ = clusters(k=3, d=4, per=30, seed=1)
+    init = points[np.random.default_rng(0).choice(len(points), 5, replace=False)]
+    got = lloyd_kmeans(points, 5, 1, "random", 5, seed=0)
+    codes = brute_force(points, init)
+    for j in set(codes):  # one plain Lloyd step from the same start
+        np.testing.assert_allclose(got[j], points[codes == j].mean(0), rtol=1e-5, atol=1e-5)
+    # three distinct points, five centroids: two clusters are empty at every step and are split off
+    few = np.repeat(np.eye(3, 4, dtype=np.float32) * 10, 20, axis=0)
+    centroids = lloyd_kmeans(few, 5, 3, "random", 5, seed=0)
+    assert np.isfinite(centroids).all()
+    assert len({tuple(c) for c in centroids.round(6)}) == 5  # none duplicated, none stuck at zero
+    np.testing.assert_allclose(np.sort(np.linalg.norm(centroids, axis=1)), 10, rtol=0.01)
 
 
 def test_codebook_digest():

@@ -14,6 +14,7 @@ from videolm.config import ModelConfig
 from videolm.errors import VideoLMError
 from videolm.generate import rollout
 from videolm.models import RCNN, RNN, build_model, load_model
+from videolm.models.linear_ce import IGNORE, linear_cross_entropy
 
 B, T, GH, GW = 2, 5, 6, 7
 
@@ -35,12 +36,14 @@ def test_forward_loss_backward(codebook, name, head):
     model = build_model(tiny(name, head), codebook)
     assert isinstance(model, RNN if name == "rnn" else RCNN)
     x = codes()
-    logits, loss, state = model(x[:, :-1], targets=x[:, 1:])
-    assert logits.shape == (B, T - 1, GH, GW, K)
+    no_logits, loss, state = model(x[:, :-1], targets=x[:, 1:])  # the loss without the logits
+    assert no_logits is None
     assert state.shape == (B, 12, GH, GW)
     assert loss.ndim == 0 and torch.isfinite(loss)
     # an untrained model is close to uniform over the k codes
     assert abs(loss.item() - np.log(K)) < 1.0
+    logits, _, _ = model(x[:, :-1])
+    assert logits.shape == (B, T - 1, GH, GW, K)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, K), x[:, 1:].reshape(-1))
     assert torch.allclose(loss, expected)
     loss.backward()
@@ -153,3 +156,30 @@ def test_rollout_feeds_back_argmax(codebook):
         np.testing.assert_array_equal(out[1:], logits[0, -2:].argmax(-1).numpy())
     sampled, _ = rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)
     np.testing.assert_array_equal(sampled, rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)[0])
+
+
+@pytest.mark.parametrize("chunk", [1, 7_000, 64_000, 10_000_000])
+def test_chunked_linear_cross_entropy_equals_the_plain_one(chunk):
+    """Loss and gradients of x, W and b equal those of F.cross_entropy over the full logits,
+    ignored rows included, whatever the chunk size (the sums only run in another order)."""
+    g = torch.Generator().manual_seed(0)
+    n, e, k = 300, 16, 1000
+    x = torch.randn(n, e, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(k, e, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(k, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, k, (n,), generator=g)
+    t[::5] = IGNORE
+    plain = torch.nn.functional.cross_entropy(x @ w.T + b, t, ignore_index=IGNORE)
+    expected = torch.autograd.grad(plain * 3, (x, w, b))  # an upstream gradient other than 1 is applied too
+    loss = linear_cross_entropy(x, w, b, t, chunk)
+    got = torch.autograd.grad(loss * 3, (x, w, b))
+    torch.testing.assert_close(loss, plain, rtol=1e-12, atol=0)
+    for a, e_ in zip(got, expected):
+        torch.testing.assert_close(a, e_, rtol=1e-10, atol=1e-14)
+    # in fp32, as training runs: equal within fp32 rounding
+    x32, w32, b32 = (v.detach().float().requires_grad_() for v in (x, w, b))
+    plain32 = torch.nn.functional.cross_entropy(x32 @ w32.T + b32, t, ignore_index=IGNORE)
+    loss32 = linear_cross_entropy(x32, w32, b32, t, chunk)
+    torch.testing.assert_close(loss32, plain32, rtol=1e-6, atol=0)
+    for a, e_ in zip(torch.autograd.grad(loss32, (x32, w32, b32)), torch.autograd.grad(plain32, (x32, w32, b32))):
+        torch.testing.assert_close(a, e_, rtol=1e-4, atol=1e-7)

@@ -18,7 +18,7 @@ from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
 from videolm.scoring import predict_video, score_part
 from videolm.models import build_model
-from videolm.models.rcnn import IGNORE
+from videolm.models.linear_ce import IGNORE
 from videolm.train import TrainingError, make_optimizer, train_model, without_border
 
 GH, GW = 6, 8  # moving_grid's code grid

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import N_FRAMES, H, W, moving_frames, write_video
@@ -18,10 +19,12 @@ from videolm.video import (
     VideoError,
     assign_videos,
     decode_gray,
+    LUMA_FIRST,
     find_videos,
     split_bounds,
     split_rule,
     time_split,
+    to_gray,
     ucf101_assignment,
     video_fps,
     video_id_of,
@@ -143,6 +146,27 @@ def test_decode_gray_stride_and_max_frames(moving_video):
     first5 = np.stack(list(decode_gray(moving_video, frame_stride=2, max_frames=5)))
     assert len(first5) == 5
     np.testing.assert_array_equal(first5, full[0:10:2])
+
+
+@pytest.mark.parametrize("pixel_format", sorted(LUMA_FIRST))
+def test_luma_table_gives_swscales_gray_exactly(pixel_format):
+    """The fast path (luma plane through a table) equals swscale's gray conversion byte for
+    byte, for every format and color range it is used for; scaled frames go through swscale."""
+    rng = np.random.default_rng(0)
+    for color_range in (0, 1, 2):  # unspecified (treated as limited), limited ("MPEG"), full ("JPEG")
+        frame = av.VideoFrame(48, 32, pixel_format)
+        frame.color_range = color_range
+        for plane in frame.planes:
+            data = np.frombuffer(plane, np.uint8)
+            data[:] = rng.integers(0, 256, data.size)
+        np.testing.assert_array_equal(to_gray(frame, 48, 32), frame.to_ndarray(format="gray"))
+        np.testing.assert_array_equal(to_gray(frame, 24, 16), frame.to_ndarray(format="gray", width=24, height=16))
+
+
+def test_decode_gray_is_swscales_gray_on_real_video(moving_video):
+    with av.open(str(moving_video)) as container:
+        reference = np.stack([f.to_ndarray(format="gray") for f in container.decode(video=0)])
+    np.testing.assert_array_equal(np.stack(list(decode_gray(moving_video))), reference)
 
 
 def test_decode_gray_garbage_file(tmp_path):

@@ -1,6 +1,7 @@
 """The codebook: k-means centroids of normalized gray patches, and the `codebook.h5` file.
 
-`Codebook` owns the artifact: `Codebook.fit` (MiniBatchKMeans), `save`, `Codebook.load`, and
+`Codebook` owns the artifact: `Codebook.fit` (MiniBatchKMeans, or full-batch Lloyd with
+`codebook.method=lloyd`: faster at paper scale, benchmarks/RESULTS.md), `save`, `Codebook.load`, and
 the operations every later stage needs (nearest-centroid assignment, decoding codes to
 pixels). The centroids are in units of gray / std (the training frames' standard deviation,
 the paper's only preprocessing), so `std` travels with them.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
 from videolm.config import CodebookConfig
 from videolm.io import load_h5, save_h5
@@ -47,20 +48,16 @@ class Codebook:
 
     @classmethod
     def fit(cls, sample: PatchSample, cfg: CodebookConfig, seed: int) -> Codebook:
-        """MiniBatchKMeans over the sample's normalized training patches."""
-        kmeans = MiniBatchKMeans(
-            n_clusters=cfg.k,
-            init=cfg.init,
-            init_size=cfg.init_size or min(len(sample.train), 3 * cfg.k),
-            batch_size=cfg.batch_size,
-            max_iter=cfg.max_iter,
-            max_no_improvement=None,
-            tol=0.0,
-            n_init=1,
-            random_state=seed,
-        )
-        kmeans.fit(sample.train)
-        return cls(kmeans.cluster_centers_.astype(np.float32), sample.std, sample.size)
+        """k-means over the sample's normalized training patches, by `cfg.method`."""
+        init_size = cfg.init_size or min(len(sample.train), 3 * cfg.k)
+        if cfg.method == "lloyd":
+            centroids = lloyd_kmeans(sample.train, cfg.k, cfg.max_iter, cfg.init, init_size, seed)
+        else:
+            kmeans = MiniBatchKMeans(n_clusters=cfg.k, init=cfg.init, init_size=init_size, batch_size=cfg.batch_size,
+                                     max_iter=cfg.max_iter, max_no_improvement=None, tol=0.0, n_init=1,
+                                     random_state=seed)
+            centroids = kmeans.fit(sample.train).cluster_centers_
+        return cls(centroids.astype(np.float32), sample.std, sample.size)
 
     def save(self, path: str | Path) -> None:
         save_h5(path, "fit_codebook", {"centroids": self.centroids},
@@ -97,17 +94,52 @@ class Codebook:
 
 
 def assign_codes(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Tensor,
-                 chunk: int = 16384) -> np.ndarray:
+                 chunk: int = 512, device: str = "cpu") -> np.ndarray:
     """Index of the nearest centroid of each row of `x` (n, d), computed in bounded chunks.
 
-    argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matrix product per chunk, so peak
-    memory is chunk x k floats, never n x k.
+    argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matrix product per chunk into one
+    reused (chunk, k) buffer, so peak memory is chunk x k floats, never n x k. On the CPU a
+    small chunk (512 x 10,000 floats = 20 MB) is fastest: a fresh buffer of hundreds of MB
+    costs a page fault per 4 KB on every chunk (benchmarks/RESULTS.md). On a GPU (`device`)
+    chunks of 16,384 or more keep it busy.
     """
     x = torch.as_tensor(np.asarray(x, np.float32))
-    c = torch.as_tensor(np.asarray(centroids, np.float32))
+    c = torch.as_tensor(np.asarray(centroids, np.float32)).to(device)
     c_sq = (c * c).sum(1)  # (k,)
-    out = torch.empty(len(x), dtype=torch.int64)
+    out = torch.empty(len(x), dtype=torch.int64, device=device)
+    buffer = torch.empty(min(chunk, len(x)), len(c), device=device)
     for i in range(0, len(x), chunk):
-        xb = x[i:i + chunk]  # (n, d)
-        out[i:i + chunk] = torch.addmm(c_sq, xb, c.T, alpha=-2.0).argmin(1)
-    return out.numpy()
+        xb = x[i:i + chunk].to(device)  # (n, d)
+        torch.argmin(torch.addmm(c_sq, xb, c.T, alpha=-2.0, out=buffer[:len(xb)]), 1, out=out[i:i + chunk])
+    return out.cpu().numpy()
+
+
+def lloyd_kmeans(x: np.ndarray, k: int, iterations: int, init: str, init_size: int, seed: int) -> np.ndarray:
+    """(k, d) centroids from full-batch Lloyd iterations over x (n, d), as `faiss.Kmeans` runs them.
+
+    Each iteration assigns every point with `assign_codes` (the encoder's search, in bounded
+    chunks) and moves each centroid to the mean of its points. A centroid left without points
+    takes half of the largest cluster, as faiss does: it becomes a copy of that cluster's
+    centroid, and the two are nudged apart by 1/1024 of their coordinates. The initial
+    centroids are `k` random points or k-means++ over `init_size` random points (scikit-learn's).
+    """
+    rng = np.random.default_rng(seed)
+    points = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    if init == "k-means++":
+        pool = x[rng.choice(len(x), init_size, replace=False)]
+        start, _ = kmeans_plusplus(pool, k, random_state=np.random.RandomState(seed))
+    else:
+        start = x[rng.choice(len(x), k, replace=False)]
+    centroids = torch.from_numpy(np.array(start, np.float32))
+    nudge = torch.where(torch.arange(x.shape[1]) % 2 == 0, 1.0, -1.0) / 1024
+    for _ in range(iterations):
+        codes = torch.from_numpy(assign_codes(points, centroids))
+        counts = torch.bincount(codes, minlength=k)
+        centroids = torch.zeros_like(centroids).index_add_(0, codes, points) / counts.clamp(min=1)[:, None]
+        for empty in torch.nonzero(counts == 0)[:, 0].tolist():
+            largest = int(counts.argmax())
+            centroids[empty] = centroids[largest] * (1 + nudge)
+            centroids[largest] *= 1 - nudge
+            counts[empty] = counts[largest] // 2
+            counts[largest] -= counts[empty]
+    return centroids.numpy()

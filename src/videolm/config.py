@@ -119,12 +119,16 @@ class PatchesConfig(_Section):
 
 
 class CodebookConfig(_Section):
-    """k-means (MiniBatchKMeans) over the patches."""
+    """k-means over the patches: MiniBatchKMeans (scikit-learn) or full-batch Lloyd (torch)."""
 
+    method: Literal["minibatch", "lloyd"] = Field(
+        "minibatch", description="minibatch: scikit-learn's MiniBatchKMeans; lloyd: full-batch Lloyd iterations "
+                                 "with the encoder's nearest-centroid search (faster per pass at large k)")
     k: int = Field(1024, ge=2, le=65535, description="centroids (paper: 10000); <= 65535: codes are stored "
                                                      "as uint16")
-    batch_size: int = Field(4096, ge=1, description="patches per k-means mini-batch")
-    max_iter: int = Field(20, ge=1, description="passes over the sampled patches (early stopping is off)")
+    batch_size: int = Field(4096, ge=1, description="patches per k-means mini-batch (minibatch only)")
+    max_iter: int = Field(20, ge=1, description="passes over the sampled patches (early stopping is off); "
+                                                "lloyd: iterations")
     init: Literal["random", "k-means++"] = Field("random", description="centroid initialisation (k-means++ on "
                                                                         "3k points is slow at large k)")
     init_size: int = Field(0, ge=0, description="points used for the init; 0 = 3 * k, else >= k")

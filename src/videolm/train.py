@@ -36,7 +36,7 @@ from videolm.config import Params
 from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
 from videolm.models import build_model
-from videolm.models.rcnn import IGNORE
+from videolm.models.linear_ce import IGNORE
 from videolm.scoring import score_part
 
 log = logging.getLogger(__name__)

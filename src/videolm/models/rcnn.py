@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from videolm.config import ModelConfig
+from videolm.models.linear_ce import linear_cross_entropy
 
-IGNORE = -100  # target value of cells left out of the loss
 NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
@@ -78,10 +78,12 @@ class RCNN(nn.Module):
 
     def forward(self, codes: torch.Tensor, state: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None):
-        """codes (B, T, H, W) int64 -> logits (B, T, H, W, k) for the next frame's codes.
+        """codes (B, T, H, W) int64 -> (logits, loss, state).
 
-        Returns (logits, loss, state): loss is the mean cross-entropy against `targets`
-        (B, T, H, W) when given (cells set to IGNORE left out), and `state` (B, hidden, H, W) continues the sequence.
+        Without `targets`: logits (B, T, H, W, k) for the next frame's codes, loss None. With
+        `targets` (B, T, H, W) (cells set to IGNORE left out): logits None and the mean
+        cross-entropy, computed chunk by chunk without ever holding the logits (`linear_ce`).
+        `state` (B, hidden, H, W) continues the sequence.
         """
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
@@ -94,11 +96,10 @@ class RCNN(nn.Module):
             state = self.act(x[:, step] + self.recur(state))  # (B, C, H, W)
             states.append(state)
         feats = self.drop(torch.stack(states, 1).permute(0, 1, 3, 4, 2))  # (B, T, H, W, C)
-        if self.cfg.head == "independent":
-            logits = self.out(feats)  # (B, T, H, W, k)
-        else:
-            logits = self.out(feats) @ table.T + self.out_bias  # (B, T, H, W, k)
-        loss = None
+        if self.cfg.head == "independent":  # scores = feats W^T + b
+            feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
+        else:  # scores = out(feats) table^T + b
+            feats, weight, bias = self.out(feats), table, self.out_bias  # (.., E), (k, E), (k,)
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.k), targets.reshape(-1), ignore_index=IGNORE)
-        return logits, loss, state
+            return None, linear_cross_entropy(feats, weight, bias, targets), state
+        return F.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
