@@ -133,6 +133,8 @@ def machine() -> list[str]:
     return [f"CPU cores (affinity): {len(os.sched_getaffinity(0))}; flags: {flags or 'unknown'}",
             f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
             f"faiss {faiss.__version__}; PyAV {av.__version__}; ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}",
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; GPU: "
+            f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (the CUDA rows are left out)'}",
             f"Python {platform.python_version()} on {platform.platform()}"]
 
 
