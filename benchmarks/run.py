@@ -1,23 +1,34 @@
 """Benchmarks: each stage's hot path timed beside a reference tool, pair by pair, in one run.
 
-    python benchmarks/run.py            # small sizes (about two minutes)
-    python benchmarks/run.py --full     # the sizes of the paper-scale issue (768x576 decode, k=10,000)
-    python benchmarks/run.py --smallest # seconds: what the smoke test runs
+    python benchmarks/run.py            # small sizes (a few minutes)
+    python benchmarks/run.py --full     # the sizes of the paper-scale issue (about 30 minutes on 2 cores)
+    python benchmarks/run.py --smallest # about a minute: what the smoke test runs
+    python benchmarks/run.py --full --only stages --out /tmp/stages.md   # some pairs only
 
 Every timing is the median (and min..max) of `--repeats` runs of the project's code and of its
-reference on the same input, taken one after the other in this process, so the ratio compares
-like with like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
+reference on the same input, taken one after the other (in this process, or in processes of
+their own where the setting compared is fixed per process), so the ratio compares like with
+like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
 Peak memory is taken the same way, each run a stage subprocess (`memory.py`).
 Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts.
 
-Pairs so far:
+Pairs (`--only` picks some):
 - decode: `videolm.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
   `imageio-ffmpeg` ships) writing the same gray frames to a pipe (`-pix_fmt gray`).
 - encode: `videolm.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
-  on the same normalized patches, with the share of identical codes.
-- peak memory: the `extract_frames` and `encode` stages, each run as a subprocess, on a video 4x
+  on the same normalized patches, with the share of identical codes (and on CUDA if present).
+- codebook: `Codebook.fit`, MiniBatchKMeans and Lloyd, against `faiss.Kmeans` given the same
+  time, on real patches of the sample videos: MSE ratio (`kmeans.py`).
+- train: a training step with the chunked loss, as shipped, against the plain loss with
+  OpenMP's default spinning threads (the project before), in processes of their own; GFLOP/s
+  against a large matmul's (`training.py`).
+- shared: training beside a busy process, and two trainings side by side, against one alone,
+  with passive and with spinning OpenMP threads (`training.py`).
+- memory: the `extract_frames` and `encode` stages, each run as a subprocess, on a video 4x
   longer against the same video (`memory.py`): a stage that streams has a ratio near 1.00x, within
   the spread of its repeats.
+- stages: `extract_video` and `encode_video` at UCF-101's 320x240 against their hot paths
+  alone (`stages.py`): the per-frame rates the README's paper-scale estimate uses.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import torch
 
 from kmeans import bench_codebook
 from memory import bench_memory
+from stages import bench_stages
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
 from videolm.codebook import assign_codes
@@ -49,11 +61,11 @@ from videolm.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
     "smallest": {"decode": ((128, 96), 8), "encode": (2_000, 64, 64), "codebook": (5_000, 64, 5),
-                 "train": ([64], 2), "shared": (64, 2)},
+                 "train": ([64], 2), "shared": (64, 2), "stages": (8, 64)},
     "small": {"decode": ((384, 288), 100), "encode": (100_000, 1_024, 64), "codebook": (100_000, 1_024, 10),
-              "train": ([1_024], 10), "shared": (1_024, 20)},
+              "train": ([1_024], 10), "shared": (1_024, 20), "stages": (100, 1_024)},
     "full": {"decode": ((768, 576), 200), "encode": (200_000, 10_000, 64), "codebook": (1_000_000, 10_000, 10),
-             "train": ([10_000, 1_024], 10), "shared": (1_024, 25)},
+             "train": ([10_000, 1_024], 10), "shared": (1_024, 25), "stages": (250, 10_000)},
 }
 
 
@@ -159,15 +171,27 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--full", action="store_const", const="full", dest="size")
     group.add_argument("--smallest", action="store_const", const="smallest", dest="size")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated pairs to run (default: all): decode, encode, codebook, "
+                                       "train, shared, memory, stages")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     size = args.size or "small"
-    sizes = SIZES[size]
+    sizes, repeats = SIZES[size], args.repeats
     n_patches, k, passes = sizes["codebook"]
-    rows = [bench_decode(*sizes["decode"], args.repeats), bench_encode(*sizes["encode"], args.repeats),
-            *bench_encode_cuda(*sizes["encode"], args.repeats),
-            bench_codebook(n_patches, k, "minibatch", passes), bench_codebook(n_patches, k, "lloyd", passes),
-            *bench_train(*sizes["train"]), *bench_shared(*sizes["shared"]), *bench_memory(size, args.repeats)]
+    pairs = {
+        "decode": lambda: [bench_decode(*sizes["decode"], repeats)],
+        "encode": lambda: [bench_encode(*sizes["encode"], repeats), *bench_encode_cuda(*sizes["encode"], repeats)],
+        "codebook": lambda: [bench_codebook(n_patches, k, method, passes) for method in ("minibatch", "lloyd")],
+        "train": lambda: bench_train(*sizes["train"]),
+        "shared": lambda: bench_shared(*sizes["shared"]),
+        "memory": lambda: bench_memory(size, repeats),
+        "stages": lambda: bench_stages(*sizes["stages"], repeats, timed),
+    }
+    chosen = args.only.split(",") if args.only else list(pairs)
+    unknown = sorted(set(chosen) - set(pairs))
+    if unknown:
+        parser.error(f"--only: no pair named {', '.join(unknown)} (pairs: {', '.join(pairs)})")
+    rows = [row for name in chosen for row in pairs[name]()]
     text = report(rows, size, args.repeats)
     args.out.write_text(text)
     print(text)

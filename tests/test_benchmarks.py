@@ -30,4 +30,6 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     for policy in ("shipped (OMP_WAIT_POLICY=PASSIVE)", "OpenMP default (spinning)"):
         assert f"| train k=64 beside a busy process, {policy} |" in table
         assert f"| two trainings k=64 side by side, {policy} |" in table
+    assert "| extract_video (decode + gzip HDF5), 320x240, 8 frames |" in table
+    assert "| encode_video, k=64 (patches, search, error, HDF5), 320x240, 8 frames |" in table
     assert "CPU cores (affinity):" in table
