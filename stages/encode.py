@@ -2,11 +2,9 @@
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from videolm.cli import run_stage
 from videolm.codebook import Codebook
-from videolm.codes import encode_video
+from videolm.encoding import encode_videos
 from videolm.frames import check_patch_fits, list_frames
 from videolm.io import atomic_path, guard_outputs, write_json
 from videolm.metrics import psnr_from_mse
@@ -19,14 +17,10 @@ def main(params) -> None:
     codebook = Codebook.load(params.paths.codebook)
     videos = list_frames(params.paths.frames)
     check_patch_fits(videos, codebook.size)
-    totals = [0.0, 0, 0.0, 0]
     with atomic_path(params.paths.codes, "encode") as tmp:
         tmp.mkdir()
-        for video in tqdm(videos, desc="encode", unit="video"):
-            sums = encode_video(video, codebook, params.patches.stride, params.encode.chunk_frames,
-                                tmp / f"{video.video_id}.h5")
-            totals = [a + b for a, b in zip(totals, sums)]
-    sq_all, n_all, sq_test, n_test = totals
+        sq_all, n_all, sq_test, n_test = encode_videos(videos, codebook, params.patches.stride,
+                                                       params.encode.chunk_frames, tmp, params.workers)
     metrics = {"quantization_psnr": psnr_from_mse(sq_all / n_all),
                "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None}
     write_json(metrics_path, metrics, "encode")

@@ -16,7 +16,8 @@ def main(params) -> None:
     data = params.data
     metrics = Path(params.paths.metrics) / "frames.json"
     guard_outputs("extract_frames", {"data.dir": data.dir}, {"paths.frames": params.paths.frames, "paths.metrics": metrics})
-    result = extract_frames(find_videos(data.dir, data.extensions), params.paths.frames, data, params.seed)
+    result = extract_frames(find_videos(data.dir, data.extensions), params.paths.frames, data, params.seed,
+                            params.workers)
     kept, skipped = result.kept, result.skipped
     frames = sum(v.n_frames for v in kept)
     train = sum(v.train_end for v in kept)

@@ -6,9 +6,10 @@ as attributes the video's source, fps, split rule, part and split bounds (`video
 A folder of per-video files (rather than one big file) lets a changed video redo only its
 own file, and lets DVC track the folder as one output.
 
-`extract_frames` maps `extract_video` over the listed videos, serially today: each is kept
-(its frames file) or skipped with its reason (`Skipped`), so one bad file among thousands
-costs only itself. The split is decided once every video is.
+`extract_frames` maps `extract_video` over the listed videos in `workers` processes
+(`parallel.map_in_order`; 1 = serially, in this process), taking their results in the videos'
+order: each is kept (its frames file) or skipped with its reason (`Skipped`), so one bad file
+among thousands costs only itself. The split is decided once every video is.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import chain, islice
 from pathlib import Path
 from typing import Callable, Iterator
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from videolm.config import DataConfig
 from videolm.io import COMPRESSION, atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json
+from videolm.parallel import map_in_order
 from videolm.video import (Video, UnusableVideo, VideoError, assign_videos, decode_gray, split_bounds, split_rule,
                            ucf101_assignment, video_fps)
 
@@ -134,8 +136,10 @@ def extract_video(video: Video, out_file: Path, cfg: DataConfig) -> VideoFrames:
         raise
 
 
-def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int) -> Extraction:
-    """Decode `videos` to `out_dir/<video_id>.h5`, one after the other, skipping the unusable ones.
+def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, seed: int,
+                   workers: int = 1) -> Extraction:
+    """Decode `videos` to `out_dir/<video_id>.h5` in `workers` processes (0 = one per core, 1 =
+    here, one after the other), skipping the unusable ones; the same files whatever `workers`.
 
     An unusable video (`UnusableVideo`) gets one warning line and a `Skipped` entry, or with
     `data.on_error=fail` stops everything with its name and reason; the others are unaffected.
@@ -149,20 +153,18 @@ def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, se
     listed = {video.video_id: video for video in videos}
     unlisted = set(listed) - set(ucf101_assignment(videos, cfg)) if cfg.split == "ucf101" else set()
     kept, skipped = [], []
-    with (atomic_path(out_dir, "extract_frames") as tmp_dir, logging_redirect_tqdm(),
-          tqdm(videos, desc="extract_frames", unit="video") as progress):
+    with atomic_path(out_dir, "extract_frames") as tmp_dir, logging_redirect_tqdm():
         tmp_dir.mkdir()
-        for video in progress:
-            try:
-                if video.video_id in unlisted:
-                    raise UnusableVideo(video.path, f"not in the UCF-101 split lists of data.ucf101_list="
-                                                    f"{cfg.ucf101_list}")
-                kept.append(extract_video(video, tmp_dir / f"{video.video_id}.h5", cfg))
-            except UnusableVideo as err:
-                if cfg.on_error == "fail":
-                    raise VideoError(f"{video.source}: {err.reason} (data.on_error=fail)") from None
-                log.warning("skipped %s: %s", video.source, err.reason)
-                skipped.append(Skipped(video.source, err.reason))
+        extract = partial(_extract_listed, tmp_dir, cfg, frozenset(unlisted))
+        with closing(map_in_order(extract, videos, workers, "extract_frames")) as results:
+            for video, result in zip(videos, results):
+                try:
+                    kept.append(result.result())
+                except UnusableVideo as err:
+                    if cfg.on_error == "fail":
+                        raise VideoError(f"{video.source}: {err.reason} (data.on_error=fail)") from None
+                    log.warning("skipped %s: %s", video.source, err.reason)
+                    skipped.append(Skipped(video.source, err.reason))
         if not kept:
             shown = "; ".join(f"{s.video}: {s.reason}" for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
             raise VideoError(f"data.dir={cfg.dir!r}: no usable video, {len(skipped)} skipped ({shown})")
@@ -173,6 +175,15 @@ def extract_frames(videos: list[Video], out_dir: str | Path, cfg: DataConfig, se
         write_json(tmp_dir / "videos.json", [{"video": v.source, "frames": v.n_frames, "train_end": v.train_end,
                                               "val_end": v.val_end} for v in kept], "extract_frames")
     return Extraction([replace(v, path=Path(out_dir) / v.path.name) for v in kept], skipped, rule)
+
+
+def _extract_listed(out_dir: Path, cfg: DataConfig, unlisted: frozenset[str], video: Video) -> VideoFrames:
+    """`extract_video` to `out_dir/<video_id>.h5`, refusing the videos the UCF-101 lists leave out:
+    the unit of work `extract_frames` hands to its worker processes (a top-level function, so
+    that they can be sent it)."""
+    if video.video_id in unlisted:
+        raise UnusableVideo(video.path, f"not in the UCF-101 split lists of data.ucf101_list={cfg.ucf101_list}")
+    return extract_video(video, out_dir / f"{video.video_id}.h5", cfg)
 
 
 def _relabel(video: VideoFrames, rule: str, part: str, cfg: DataConfig) -> VideoFrames:

@@ -40,7 +40,11 @@ class UnusableVideo(VideoError):
 
     def __init__(self, path: str | Path, reason: str):
         super().__init__(f"{path}: {reason}")
+        self.path = path
         self.reason = reason
+
+    def __reduce__(self):  # rebuilt from (path, reason) when a worker process sends it back
+        return type(self), (self.path, self.reason)
 
 
 @dataclass(frozen=True)
