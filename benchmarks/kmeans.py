@@ -1,8 +1,8 @@
 """The codebook fit: `Codebook.fit` (MiniBatchKMeans, the pipeline's params) against
 `faiss.Kmeans` (full-batch Lloyd) given the same time, on real patches.
 
-The patches are 8x8 gray patches at random positions of the sample videos (`data/samples`,
-decoded at the pipeline's scale), normalized as the pipeline does. faiss gets as many Lloyd
+The patches are 8x8 gray patches at random positions of the sample videos (the installed
+clips of `videolm.samples`, decoded at the pipeline's scale), normalized as the pipeline does. faiss gets as many Lloyd
 iterations as fit in the time our fit took (timed from runs of 1 and 3 iterations), so
 the comparison is quality at equal time: the mean squared distance of the patches to their
 nearest centroid (training MSE) and of held-out patches from other random positions.
@@ -11,7 +11,6 @@ nearest centroid (training MSE) and of held-out patches from other random positi
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -19,9 +18,9 @@ import numpy as np
 from videolm.codebook import Codebook, assign_codes
 from videolm.config import CodebookConfig, DataConfig
 from videolm.patches import PatchSample, sample_patches
-from videolm.video import decode_gray, find_videos
+from videolm.samples import find_sample_files
+from videolm.video import decode_gray
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 SIZE = 8
 
 
@@ -29,7 +28,7 @@ def real_patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(n, 64) training and (n // 10, 64) held-out patches of the sample videos, in gray / std."""
     cfg = DataConfig()
     rng = np.random.default_rng(seed)
-    videos = [np.stack(list(decode_gray(v.path, cfg.scale))) for v in find_videos(SAMPLES, cfg.extensions)]
+    videos = [np.stack(list(decode_gray(path, cfg.scale))) for path in find_sample_files()]
     share = rng.multinomial(n + n // 10, [v.size / sum(v.size for v in videos) for v in videos])
     patches = np.concatenate([sample_patches(v, m, SIZE, rng) for v, m in zip(videos, share)])
     patches = patches[rng.permutation(len(patches))] / np.concatenate(videos, axis=None).std()
