@@ -125,6 +125,28 @@ def test_second_repro_runs_nothing(project: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_clone_pulls_from_a_shared_remote_and_reruns_nothing(project: Path, tmp_path) -> None:
+    """A team shares results through a DVC remote (here a local folder): after `dvc push`, a
+    fresh git clone that runs `dvc pull` has every output, byte for byte, and `dvc repro` then
+    runs no stage."""
+    origin = tmp_path / "origin"  # a copy, so that the shared project's git state is left as it is
+    shutil.copytree(project, origin, symlinks=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], origin)
+    run(git + ["add", "-A"], origin)
+    run(git + ["commit", "-qm", "results and the shared remote"], origin)
+    run([sys.executable, "-m", "dvc", "push"], origin)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    assert not (clone / "models/model.pt").exists()  # outputs are not in git
+    run([sys.executable, "-m", "dvc", "pull"], clone)
+    for path in ["models/model.pt", "data/codebook.h5", "data/codes/slide.h5", "plots/predictions.png"]:
+        assert (clone / path).read_bytes() == (origin / path).read_bytes(), path
+    out = run([sys.executable, "-m", "dvc", "repro"], clone)
+    assert "Running stage" not in out, out
+
+
+@pytest.mark.slow
 def test_workspace_has_only_declared_outputs(project: Path) -> None:
     """Hydra writes no outputs/ or .hydra/ folders, and nothing stray appears."""
     assert not (project / "outputs").exists()
