@@ -29,6 +29,8 @@ Pairs (`--only` picks some):
   the spread of its repeats.
 - stages: `extract_video` and `encode_video` at UCF-101's 320x240 against their hot paths
   alone (`stages.py`): the per-frame rates the README's paper-scale estimate uses.
+- workers: `extract_frames` over several clips with one worker per core against one worker
+  (`stages.py`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import torch
 
 from kmeans import bench_codebook
 from memory import bench_memory
-from stages import bench_stages
+from stages import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
 from videolm.codebook import assign_codes
@@ -61,11 +63,12 @@ from videolm.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
     "smallest": {"decode": ((128, 96), 8), "encode": (2_000, 64, 64), "codebook": (5_000, 64, 5),
-                 "train": ([64], 2), "shared": (64, 2), "stages": (8, 64)},
+                 "train": ([64], 2), "shared": (64, 2), "stages": (8, 64), "workers": (2, 8)},
     "small": {"decode": ((384, 288), 100), "encode": (100_000, 1_024, 64), "codebook": (100_000, 1_024, 10),
-              "train": ([1_024], 10), "shared": (1_024, 20), "stages": (100, 1_024)},
+              "train": ([1_024], 10), "shared": (1_024, 20), "stages": (100, 1_024), "workers": (8, 100)},
     "full": {"decode": ((768, 576), 200), "encode": (200_000, 10_000, 64), "codebook": (1_000_000, 10_000, 10),
-             "train": ([10_000, 1_024], 10), "shared": (1_024, 25), "stages": (250, 10_000)},
+             "train": ([10_000, 1_024], 10), "shared": (1_024, 25), "stages": (250, 10_000),
+             "workers": (16, 250)},
 }
 
 
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--smallest", action="store_const", const="smallest", dest="size")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", help="comma-separated pairs to run (default: all): decode, encode, codebook, "
-                                       "train, shared, memory, stages")
+                                       "train, shared, memory, stages, workers")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     size = args.size or "small"
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         "shared": lambda: bench_shared(*sizes["shared"]),
         "memory": lambda: bench_memory(size, repeats),
         "stages": lambda: bench_stages(*sizes["stages"], repeats, timed),
+        "workers": lambda: bench_workers(*sizes["workers"], repeats, timed),
     }
     chosen = args.only.split(",") if args.only else list(pairs)
     unknown = sorted(set(chosen) - set(pairs))

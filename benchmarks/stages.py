@@ -3,7 +3,8 @@ the paper-scale estimate in the README is built from.
 
 - `extract_video` (decode, checks, gzip HDF5 writing) against `decode_gray` alone;
 - `encode_video` (read frames, cut patches, nearest-centroid search, the rebuilt frames'
-  error, HDF5 writing) against `assign_codes` alone on the same patches.
+  error, HDF5 writing) against `assign_codes` alone on the same patches;
+- `extract_frames` over several clips with one worker process per core against one worker.
 
 The clip is the synthetic h264 texture of `synthetic.py` at 320x240; the codebook is k patches
 of its frames (so the search sees patch-like centroids), in the pipeline's units.
@@ -20,7 +21,8 @@ from synthetic import synthetic_video
 from videolm.codebook import Codebook, assign_codes
 from videolm.codes import encode_video
 from videolm.config import DataConfig
-from videolm.frames import extract_video
+from videolm.frames import extract_frames, extract_video
+from videolm.parallel import worker_count
 from videolm.patches import extract_patches, sample_patches
 from videolm.video import Video, decode_gray
 
@@ -56,3 +58,22 @@ def bench_stages(n_frames: int, k: int, repeats: int, timed) -> list[dict]:
     return [row("extract_video (decode + gzip HDF5)", extract, "decode_gray alone", decode),
             row(f"encode_video, k={k:,} (patches, search, error, HDF5)", encode,
                 f"assign_codes alone, {patches.shape[0] // n_frames:,} patches per frame", search)]
+
+
+def bench_workers(n_videos: int, n_frames: int, repeats: int, timed) -> list[dict]:
+    """`extract_frames` over `n_videos` clips at 320x240 with `workers=0` (one per core) against
+    `workers=1` (in this process): the data stages' speed-up from their worker processes."""
+    cores = worker_count(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "videos").mkdir()
+        videos = [Video(synthetic_video(tmp / "videos" / f"clip{i}.mp4", UCF101_SIZE, n_frames), f"clip{i}.mp4",
+                        f"clip{i}") for i in range(n_videos)]
+        cfg = DataConfig(dir=str(tmp / "videos"), scale=1.0)
+        ours = timed(lambda: extract_frames(videos, tmp / "frames_n", cfg, 0, workers=0), repeats)
+        ref = timed(lambda: extract_frames(videos, tmp / "frames_1", cfg, 0, workers=1), repeats)
+    total = n_videos * n_frames
+    return [{"name": f"extract_frames, {n_videos} clips of {n_frames} frames at 320x240, {cores} workers",
+             "unit": "frames/s", "ours": total / ours[0], "ours_range": (total / ours[2], total / ours[1]),
+             "ref_name": "1 worker (in-process)", "ref": total / ref[0], "ref_range": (total / ref[2], total / ref[1]),
+             "note": "worker start-up (spawn, imports) included"}]

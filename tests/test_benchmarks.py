@@ -33,4 +33,5 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
         assert f"| two trainings k=64 side by side, {policy} |" in table
     assert "| extract_video (decode + gzip HDF5), 320x240, 8 frames |" in table
     assert "| encode_video, k=64 (patches, search, error, HDF5), 320x240, 8 frames |" in table
+    assert "| extract_frames, 2 clips of 8 frames at 320x240, 2 workers |" in table or "1 workers |" in table
     assert "CPU cores (affinity):" in table
