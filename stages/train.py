@@ -4,9 +4,13 @@ validation loss is kept (and `train.patience` > 0 stops early).
 A killed run, started again with the same params, resumes from `paths.resume` (removed once
 the model is written). The outputs hold no wall-clock figures, so that identical runs give
 identical bytes; the run's duration is printed instead, on the last line.
+
+With `train.processes` > 1 this script starts itself again under torchrun, one process per
+rank, and waits; only rank 0 writes the outputs.
 """
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +20,8 @@ from videolm.cli import run_stage
 from videolm.checkpoint import Checkpoint
 from videolm.codebook import Codebook
 from videolm.codes import load_code_grids
+from videolm.distributed import is_main_process, launch_torchrun, under_torchrun
+from videolm.errors import VideoLMError
 from videolm.io import guard_outputs, write_json
 from videolm.train import train_model
 
@@ -25,6 +31,11 @@ def main(params) -> None:
     guard_outputs("train", {"paths.codes": params.paths.codes, "paths.codebook": params.paths.codebook},
                   {"paths.model": params.paths.model, "paths.metrics": metrics_path, "paths.resume": params.paths.resume,
                    "paths.live": Path(params.paths.live) / "metrics.json"})  # dvclive replaces only its own files
+    if params.train.processes > 1 and not under_torchrun():
+        if launch_torchrun(params.train.processes, __file__, sys.argv[1:]):
+            raise VideoLMError(f"a training process of the {params.train.processes} failed (its message is above; "
+                               f"nothing was written)")
+        return
     codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
     start = time.perf_counter()
@@ -39,6 +50,8 @@ def main(params) -> None:
             live[0].next_step()
 
         model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume)
+    if not is_main_process():
+        return
     checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.k, codebook.digest, summary)
     checkpoint.save(params.paths.model)
     write_json(metrics_path, summary, "train")

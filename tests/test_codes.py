@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
+
 import h5py
 import numpy as np
 import pytest
 from conftest import N_FRAMES, H, W
 
 from videolm.codebook import Codebook, assign_codes
-from videolm.codes import CodeGrid, CodesError, encode_video, load_code_grids
+import videolm.codes as codes_module
+from videolm.codes import CodeGrid, CodesError, H5Codes, encode_video, load_code_grids
 from videolm.config import CodebookConfig, DataConfig
 from videolm.errors import VideoLMError
 from videolm.frames import extract_frames, list_frames
@@ -48,7 +51,7 @@ def test_encode_video(frames_video, tmp_path, stride, chunk):
     t, rows, cols, dim = patches.shape
     expected = assign_codes(patches.reshape(-1, dim) / codebook.std, codebook.centroids).reshape(t, rows, cols)
     grid = CodeGrid.load(out, codebook)  # refuses codes of another codebook
-    codes = grid.codes
+    codes = grid.codes[:]
     assert codes.dtype == np.uint16
     assert codes.shape == (N_FRAMES, rows, cols) == (N_FRAMES, (H - SIZE) // stride + 1, (W - SIZE) // stride + 1)
     np.testing.assert_array_equal(codes, expected)
@@ -66,7 +69,7 @@ def test_encode_video(frames_video, tmp_path, stride, chunk):
 
     grids = load_code_grids(tmp_path, codebook)
     assert [g.video_id for g in grids] == ["codes"]
-    np.testing.assert_array_equal(grids[0].codes, codes)
+    np.testing.assert_array_equal(grids[0].codes[:], codes)
     assert (grids[0].train_end, grids[0].val_end) == (frames_video.train_end, frames_video.val_end)
 
 
@@ -114,8 +117,33 @@ def test_load_code_grids_refuses_code_out_of_range(tmp_path):
     assert len(load_code_grids(tmp_path)) == 1
     codes[2, 1, 1] = K
     CodeGrid("bad_one", codes, 2, 3).save(tmp_path / "bad_one.h5", codebook, SIZE, "bad_one.mp4")
+    bad, good = load_code_grids(tmp_path)  # codes are checked as they are read
+    good.codes[:]
+    bad.codes[:2]  # the frames read are fine
     with pytest.raises(CodesError, match=r"bad_one\.h5.*16"):
-        load_code_grids(tmp_path)
+        bad.codes[1:3, 1]
+
+
+def test_loaded_grids_read_only_what_is_asked(tmp_path, monkeypatch):
+    """A loaded grid holds no codes: each read goes to the file, for the frames and cells asked,
+    through at most `OPEN_FILES` open files; and it survives being sent to another process."""
+    codebook = Codebook(np.zeros((K, SIZE * SIZE), np.float32), 1.0, SIZE)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, K, (5, 4, 6)).astype(np.uint16) for _ in range(5)]
+    for i, codes in enumerate(arrays):
+        CodeGrid(f"v{i}", codes, 3, 4).save(tmp_path / f"v{i}.h5", codebook, SIZE, f"v{i}.mp4")
+    monkeypatch.setattr(codes_module, "OPEN_FILES", 2)
+    monkeypatch.setattr(codes_module, "_open", type(codes_module._open)())
+    grids = load_code_grids(tmp_path)
+    assert all(isinstance(g.codes, H5Codes) and g.codes.shape == (5, 4, 6) for g in grids)
+    for grid, codes in zip(grids * 2, arrays * 2):
+        np.testing.assert_array_equal(grid.codes[1:4, 2:, :3], codes[1:4, 2:, :3])
+        assert len(codes_module._open) <= 2
+    sent = pickle.loads(pickle.dumps(grids[3]))
+    np.testing.assert_array_equal(sent.codes[4], arrays[3][4])
+    CodeGrid("v0", arrays[1], 3, 4).save(tmp_path / "v0.h5", codebook, SIZE, "v0.mp4")  # replaced since loaded
+    with pytest.raises(CodesError, match=r"v0\.h5: the file changed after it was loaded"):
+        grids[0].codes[0]
 
 
 def test_load_code_grids_refuses_malformed(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from conftest import K, moving_grid, tiny_model
 
 from videolm.baselines import fit_baselines
-from videolm.codes import CodeGrid
+from videolm.codes import CodeGrid, load_code_grids
 from videolm.config import ModelConfig, Params, TrainConfig
 from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
@@ -153,6 +153,20 @@ def test_training_is_reproducible(codebook):
         assert torch.equal(sa[name], sb[name]), name
     assert any(not torch.equal(sa[name], sc[name]) for name in sa)
     assert summary_a["epochs_run"] == 1
+
+
+def test_grids_read_from_files_in_loader_workers_train_the_same(codebook, tmp_path):
+    """Loaded grids hold no codes: crops are read from the files, in DataLoader worker processes
+    if asked, and training takes the same steps as on grids held in memory."""
+    grids = [moving_grid(seed, f"v{seed}") for seed in range(3)]
+    for grid in grids:
+        grid.save(tmp_path / f"{grid.video_id}.h5", codebook, codebook.size, "v.mp4")
+    loaded = load_code_grids(tmp_path, codebook)
+    held, _ = train_model(grids, codebook, tiny_params(epochs=2, steps=5))
+    for workers in [0, 2]:
+        model, _ = train_model(loaded, codebook, with_train(tiny_params(epochs=2, steps=5), loader_workers=workers))
+        for name, value in held.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), (workers, name)
 
 
 def test_training_without_validation_frames(codebook):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videolm.distributed import Ranks
 from videolm.errors import VideoLMError
 from videolm.io import MARK, atomic_path
 
@@ -77,11 +78,15 @@ class TrainState:
     saved: dict = field(default_factory=dict)  # model, optimizer, scheduler, rng: as of the last save or load
 
     def save(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        """Write the progress and the training objects' states, atomically. Draws no random numbers."""
+             scheduler: torch.optim.lr_scheduler.LRScheduler, ranks: Ranks = Ranks()) -> None:
+        """Write the progress and the training objects' states, atomically. Draws no random numbers.
+
+        Called by every training process: the random generators of each are kept (`rng`, by
+        rank); the rest is the same on all of them, and rank 0 writes the file."""
         self.saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "rng": _rng_states()}
-        _save(self, path)
+                      "scheduler": scheduler.state_dict(), "rng": ranks.gather(_rng_states())}
+        if ranks.main:
+            _save(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainState | None:
@@ -92,12 +97,13 @@ class TrainState:
             return None
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        """Put the saved states back into the training objects and the random generators."""
+                scheduler: torch.optim.lr_scheduler.LRScheduler, rank: int = 0) -> None:
+        """Put the saved states back into the training objects and the random generators (those
+        of training process `rank`)."""
         model.load_state_dict(self.saved["model"])
         optimizer.load_state_dict(self.saved["optimizer"])
         scheduler.load_state_dict(self.saved["scheduler"])
-        _set_rng_states(self.saved["rng"])
+        _set_rng_states(self.saved["rng"][rank])
 
 
 def _rng_states() -> dict:

@@ -193,6 +193,25 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(0, ge=0, description="also save the resume state every this many steps; "
                                                        "0 = only at epoch ends (an epoch of the committed "
                                                        "run is ~15 s)")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where training runs: cpu (the default, and the tested path), cuda, or auto = CUDA when "
+                           "present (each process its own GPU)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: bfloat16 autocast of the model's matmuls and convolutions, CUDA only (the loss "
+                            "head stays fp32); on CPUs it is many times slower")
+    compile: bool = Field(False, description="torch.compile the model (the first steps compile it)")
+    processes: int = Field(1, ge=1, description="training processes on this machine, started by torchrun "
+                                                "(DistributedDataParallel: gloo on the CPU, nccl on CUDA), each "
+                                                "with 1/processes of every batch; 1 = one plain python process")
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes reading crops from the code "
+                                                     "files; 0 = read in the training process")
+
+    @model_validator(mode="after")
+    def _batch_shared_by_processes(self) -> TrainConfig:
+        if self.batch_size % self.processes:
+            raise _not_allowed(f"train.batch_size={self.batch_size} with train.processes={self.processes}",
+                               "the batch is shared equally by the processes: it must be divisible by them")
+        return self
 
 
 class EvalConfig(_Section):

@@ -3,14 +3,18 @@
 Item `i` of `CodeGridDataset` is a crop drawn by a generator seeded with `(seed, i)`, so
 the sequence of batches is the same in every run and with any number of DataLoader
 workers. Videos are drawn in proportion to the number of crops they hold, so videos of
-any size and count mix in one batch.
+any size and count mix in one batch. A crop is read from its code file when drawn (the
+grids of `CodeGrid.load` hold no codes), so memory does not grow with the dataset.
+
+`CropSampler` deals the items out: global batch `s` is items `s * batch .. (s + 1) * batch`,
+and each of the training processes takes its own equal slice of it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from videolm.codes import CodeGrid
 from videolm.errors import VideoLMError
@@ -55,3 +59,21 @@ class CodeGridDataset(Dataset):
         if self.mirror is not None and rng.random() < 0.5:
             clip = self.mirror[clip[:, :, ::-1]]
         return torch.from_numpy(np.ascontiguousarray(clip))
+
+
+class CropSampler(Sampler[int]):
+    """Item indices of global batches `start .. stop - 1` of `batch` items, the slice of rank
+    `rank` of `world` (batch / world items each): together the ranks take every item of every
+    batch once, whatever the number of processes."""
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.stop, self.rank = start, stop, rank
+        self.batch, self.local = batch, batch // world
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            first = step * self.batch + self.rank * self.local
+            yield from range(first, first + self.local)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.local

@@ -113,23 +113,23 @@ def _start_worker(fn: Callable) -> None:
     with the stage's process."""
     global _fn
     _fn = fn
-    _die_with_parent()
+    parent = multiprocessing.parent_process()
+    die_with_parent(signal.SIGKILL, parent.pid if parent else None)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"  # for libraries loaded after this
     if "torch" in sys.modules:  # loaded already (by `fn`'s module, or the main script's): too late for the above
         sys.modules["torch"].set_num_threads(1)
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker when the process that started it dies (killed,
-    say): otherwise it would go on writing into the stage's temporary output folder, which the
-    next run removes as a dead run's."""
+def die_with_parent(sig: int, parent_pid: int | None) -> None:
+    """On Linux, have the kernel send this process `sig` when the process that started it
+    (`parent_pid`) dies (killed, say): otherwise a worker would go on writing into the stage's
+    temporary output folder, which the next run removes as a dead run's."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
+    libc.prctl(PR_SET_PDEATHSIG, sig)
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before the line above
         os._exit(1)
 
 

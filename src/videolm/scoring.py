@@ -37,11 +37,16 @@ class Scores:
 @torch.no_grad()
 def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 8):
     """Run the model over frames [0, stop - 1); for targets t in [max(start, 1), stop) yield
-    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor) in order."""
+    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor) in order.
+
+    `codes` (T, H, W) is an array or a grid's `H5Codes`: frames [0, stop) are read once, one
+    video at a time. The model runs on its own device; nll comes back as a numpy array.
+    """
     model.eval()
     first = max(start, 1)
     state = None
-    x = torch.from_numpy(codes.astype(np.int64))[None]  # (1, T, H, W)
+    device = next(model.parameters()).device
+    x = torch.from_numpy(codes[:stop].astype(np.int64))[None].to(device)  # (1, T, H, W)
     for i in range(0, stop - 1, chunk):
         j = min(i + chunk, stop - 1)
         logits, _, state = model(x[:, i:j], state)  # predicts frames i+1 .. j
@@ -49,7 +54,7 @@ def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 
             t = i + s + 1
             logp = F.log_softmax(logits[0, s].float(), -1)  # (H, W, k)
             nll = -logp.gather(-1, x[0, t][..., None]).squeeze(-1)
-            yield t, nll.numpy(), logp
+            yield t, nll.cpu().numpy(), logp
 
 
 def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | None = None,
@@ -61,8 +66,9 @@ def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | N
     scores = Scores()
     for grid in grids:
         start, stop = grid.part(part)
-        for t, nll, logp in predict_video(model, grid.codes, start, stop):
-            target, previous = grid.codes[t].astype(np.int64), grid.codes[t - 1].astype(np.int64)
+        codes = grid.codes[:stop]  # this video's frames up to the part's end, read once
+        for t, nll, logp in predict_video(model, codes, start, stop):
+            target, previous = codes[t].astype(np.int64), codes[t - 1].astype(np.int64)
             scores.nll["model"] += float(nll.sum())
             if baselines is not None:
                 scores.nll["unigram"] += float(baselines.unigram_nll(target).sum())

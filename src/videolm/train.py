@@ -12,6 +12,12 @@ Given a resume path, the run saves a `TrainState` at each epoch end (and every
 `checkpoint_every` steps) and, started again with the same params and data, continues from the
 last one to the same final bits. Saving draws no random numbers, so a run that saves states
 computes exactly what one that does not computes.
+
+Under torchrun (`distributed.py`) each of the N ranks trains a DistributedDataParallel copy on
+its 1/N of every global batch of `train.batch_size` crops, so the course is that of one process
+with the same batch (up to float sums and dropout masks); validation videos are shared out and
+their scores summed. The code grids are read from their files as crops are drawn
+(`codes.H5Codes`), in `train.loader_workers` DataLoader workers if asked.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,7 +41,8 @@ from videolm.checkpoint import TrainState
 from videolm.codebook import Codebook
 from videolm.codes import CodeGrid
 from videolm.config import Params
-from videolm.dataset import CodeGridDataset
+from videolm.dataset import CodeGridDataset, CropSampler
+from videolm.distributed import Ranks, resolve_device
 from videolm.errors import VideoLMError
 from videolm.models import build_model
 from videolm.models.linear_ce import IGNORE
@@ -50,9 +59,14 @@ class TrainingError(VideoLMError):
     """Training cannot succeed with these params: the loss has diverged."""
 
 
-def seed_everything(seed: int, threads: int = 0) -> None:
+HASH_FRAMES = 256  # frames of codes hashed at a time by `run_digest`
+
+
+def seed_everything(seed: int, threads: int = 0, device: torch.device = torch.device("cpu")) -> None:
+    """Seed torch and ask for deterministic kernels. On CUDA, an op without a deterministic kernel
+    warns instead of stopping the run (the CPU path, the tested one, has one for every op)."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     if threads:
         torch.set_num_threads(threads)
 
@@ -79,21 +93,29 @@ def without_border(targets: torch.Tensor, margin: int) -> torch.Tensor:
     return out
 
 
-def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params) -> str:
+def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params, world: int = 1) -> str:
     """Hash of everything a run's course depends on: a resume state is continued only by a run
-    with the same digest. The code is in; `train.checkpoint_every` (when states are saved) and
-    `train.threads` are left out, so that a run can resume on a machine with other cores (the
-    float sums then run in another order: the same training, not the same last bits)."""
+    with the same digest. The code and the number of processes are in; `train.checkpoint_every`
+    (when states are saved), `train.threads` and `train.loader_workers` are left out, so that a
+    run can resume on a machine with other cores (the float sums then run in another order: the
+    same training, not the same last bits). The codes are hashed a block of frames at a time."""
     package = Path(__file__).parent
     code = [torch.__version__] + [f"{path.relative_to(package)} {hashlib.sha256(path.read_bytes()).hexdigest()}"
                                   for path in sorted(package.rglob("*.py"))]
-    facts = {"seed": params.seed, "model": params.model.model_dump(),
-             "train": params.train.model_dump(exclude={"checkpoint_every", "threads"}),
+    facts = {"seed": params.seed, "model": params.model.model_dump(), "world": world,
+             "train": params.train.model_dump(exclude={"checkpoint_every", "threads", "loader_workers"}),
              "codebook": codebook.digest,
-             "grids": [[g.video_id, list(g.codes.shape), g.train_end, g.val_end,
-                        hashlib.sha256(np.ascontiguousarray(g.codes)).hexdigest()] for g in grids],
+             "grids": [[g.video_id, list(g.codes.shape), g.train_end, g.val_end, _codes_hash(g)] for g in grids],
              "code": code}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _codes_hash(grid: CodeGrid) -> str:
+    """sha256 of the grid's codes in C order (as of the whole array), read `HASH_FRAMES` at a time."""
+    digest = hashlib.sha256()
+    for start in range(0, len(grid.codes), HASH_FRAMES):
+        digest.update(np.ascontiguousarray(grid.codes[start:start + HASH_FRAMES]))
+    return digest.hexdigest()
 
 
 def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None, resume=None):
@@ -104,8 +126,18 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     path, is where the run's `TrainState` is saved and, if it is this run's, resumed from.
     """
     t = params.train
-    seed_everything(params.seed, t.threads)
-    model = build_model(params.model, codebook)
+    device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+    ranks = Ranks.join(device)
+    if t.batch_size % ranks.world:
+        raise VideoLMError(f"train.batch_size={t.batch_size} is the global batch, shared equally by the "
+                           f"{ranks.world} training processes: it must be divisible by {ranks.world}")
+    if t.precision == "bf16" and device.type != "cuda":
+        raise VideoLMError(f"train.precision=bf16 needs a CUDA device (training runs on {device}): bf16 autocast "
+                           f"is many times slower than fp32 on CPUs; use train.precision=fp32")
+    seed_everything(params.seed, t.threads, device)
+    model = build_model(params.model, codebook).to(device)
+    if ranks.rank:  # each rank its own dropout masks; rank 0 draws what a single process draws
+        torch.manual_seed(int(np.random.SeedSequence([params.seed, ranks.rank]).generate_state(1)[0]))
     optimizer = make_optimizer(model, params)
     total_steps = t.epochs * t.steps_per_epoch
     lr_at = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps))) if t.schedule == "cosine" else (lambda s: 1.0)
@@ -119,7 +151,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
                            f"cell sees its whole neighbourhood; set train.full_context=false or use larger frames")
     has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
 
-    digest = run_digest(grids, codebook, params)
+    digest = run_digest(grids, codebook, params, ranks.world)
     state = TrainState.load(resume) if resume else None
     if state and state.digest != digest:
         log.info(f"{resume}: the resume state of another run (params, data or code); starting afresh")
@@ -127,12 +159,22 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     # Creating the loader's iterator draws its base seed from torch's generator, so the saved
     # generator states are restored after it: the resumed run draws what the stopped one would have.
     start = state.step if state else 0
-    batches = iter(DataLoader(data, batch_size=t.batch_size, sampler=range(start * t.batch_size, len(data))))
+    batches = iter(DataLoader(data, batch_size=t.batch_size // ranks.world, num_workers=t.loader_workers,
+                              sampler=CropSampler(start, total_steps, t.batch_size, ranks.rank, ranks.world),
+                              pin_memory=device.type == "cuda"))
     if state:
-        log.info(f"{resume}: resuming at step {state.step} of {total_steps} (epoch {state.epoch + 1})")
-        state.restore(model, optimizer, scheduler)
+        if ranks.main:
+            log.info(f"{resume}: resuming at step {state.step} of {total_steps} (epoch {state.epoch + 1})")
+        state.restore(model, optimizer, scheduler, ranks.rank)
     else:
         state = TrainState(digest)
+    net = model  # what the training steps call: the model, wrapped for several processes, compiled if asked
+    if ranks.world > 1:  # gradients averaged over the ranks in backward(); the buffers (atoms) never change
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    if t.compile:
+        net = torch.compile(net)
+    log_epoch = log_epoch if ranks.main else None  # one rank logs
     if log_epoch:
         for epoch, metrics in enumerate(state.history, 1):
             log_epoch(epoch, metrics)
@@ -143,11 +185,12 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         model.train()
         done = state.step - (epoch - 1) * t.steps_per_epoch  # > 0 when resumed within the epoch
         bar = tqdm(range(done, t.steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", total=t.steps_per_epoch,
-                   initial=done, leave=False)
+                   initial=done, leave=False, disable=not ranks.main)
         for i in bar:
-            clip = next(batches)  # (B, bptt + 1, crop + 2 * margin, crop + 2 * margin)
-            _, loss, _ = model(clip[:, :-1], targets=without_border(clip[:, 1:], margin))
-            value = loss.item()
+            clip = next(batches).to(device, non_blocking=True)  # (B / ranks, bptt + 1, crop + 2m, crop + 2m)
+            with torch.autocast(device.type, torch.bfloat16, enabled=t.precision == "bf16"):
+                _, loss, _ = net(clip[:, :-1], targets=without_border(clip[:, 1:], margin))
+            value = ranks.sum([loss.item()])[0] / ranks.world  # the global batch's loss, the same on every rank
             if not value < MAX_LOSS:
                 raise diverged(params, f"training loss is {value:.4g} at epoch {epoch}, step {i + 1} of "
                                        f"{t.steps_per_epoch}")
@@ -162,27 +205,39 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
             bar.set_postfix(loss=f"{value:.3f}")
             mid_epoch = i + 1 < t.steps_per_epoch  # the epoch's end saves anyway
             if resume and t.checkpoint_every and state.step % t.checkpoint_every == 0 and mid_epoch:
-                state.save(resume, model, optimizer, scheduler)
+                state.save(resume, model, optimizer, scheduler, ranks)
         metrics = {"train_loss": state.running_loss / t.steps_per_epoch}
         metrics["train_perplexity"] = math.exp(metrics["train_loss"])
-        val_loss = score_part(model, grids, "val").mean("model") if has_val else metrics["train_loss"]
+        val_loss = validation_loss(model, grids, ranks) if has_val else metrics["train_loss"]
         if not val_loss < MAX_LOSS:
             raise diverged(params, f"validation loss is {val_loss:.4g} after epoch {epoch}")
         metrics.update(val_loss=val_loss, val_perplexity=math.exp(val_loss))
         if log_epoch:
             log_epoch(epoch, metrics)
-        tqdm.write(f"epoch {epoch}: train ppl {metrics['train_perplexity']:.2f}, val ppl {metrics['val_perplexity']:.2f}")
+        if ranks.main:
+            tqdm.write(f"epoch {epoch}: train ppl {metrics['train_perplexity']:.2f}, "
+                       f"val ppl {metrics['val_perplexity']:.2f}")
         state.epoch, state.running_loss = epoch, 0.0
         state.history.append(metrics)
         if val_loss < state.best_val_loss:
             state.best_val_loss, state.best_epoch, state.best_model = val_loss, epoch, copy.deepcopy(model.state_dict())
         if resume:
-            state.save(resume, model, optimizer, scheduler)
-    model.load_state_dict(state.best_model)  # set by the first epoch: its validation loss is finite
+            state.save(resume, model, optimizer, scheduler, ranks)
+    ranks.leave()
+    model.load_state_dict(state.best_model)
+    model.cpu()  # the checkpoint and the evaluation are on the CPU  # set by the first epoch: its validation loss is finite
     summary = {"best_epoch": state.best_epoch, "epochs_run": state.epoch,
                "val_perplexity": math.exp(state.best_val_loss),
                "parameters": sum(p.numel() for p in model.parameters())}
     return model, summary
+
+
+def validation_loss(model: torch.nn.Module, grids: list[CodeGrid], ranks: Ranks) -> float:
+    """Mean NLL of the validation frames over all videos, each rank scoring every `world`-th
+    video (whole, one at a time) and the sums added up across the ranks."""
+    scores = score_part(model, grids[ranks.rank::ranks.world], "val")
+    nll, count = ranks.sum([scores.nll["model"], scores.count])
+    return nll / count
 
 
 def diverged(params: Params, what: str) -> TrainingError:
