@@ -32,6 +32,29 @@ def test_params_yaml_holds_the_schema_defaults():
     assert load_params(PARAMS.parent) == Params()
 
 
+def test_the_ucf101_profile_is_a_complete_valid_params_file(tmp_path):
+    """`cp profiles/ucf101.yaml params.yaml` selects the paper's setting: every key is there (dvc.yaml
+    interpolates some), the schema accepts it, and it differs from params.yaml on exactly the lines
+    it marks `# ucf101`."""
+    profile = PARAMS.parent / "profiles/ucf101.yaml"
+    shutil.copy(profile, tmp_path / "params.yaml")
+    params = load_params(tmp_path)
+    raw = yaml.safe_load(profile.read_text())
+    assert raw == params.model_dump()  # complete: nothing left to a default
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    changed = {key for key, value in flat(raw).items() if flat(Params().model_dump())[key] != value}
+    marked = {line.split(":")[0].strip() for line in profile.read_text().splitlines()
+              if "# ucf101" in line and not line.startswith("#")}
+    assert {key.split(".")[-1] for key in changed} == marked
+    assert (params.data.split, params.data.scale, params.codebook.k, params.model.hidden) == ("ucf101", 1.0, 10000, 128)
+
+
 def test_good_overrides_apply(root):
     params = load_params(root, ["train.lr=0.01", "data.extensions=[mp4,avi]", "data.dir='my videos'",
                                 "codebook.k=16", "train.weight_decay=1", "train.mirror=true"])

@@ -19,7 +19,7 @@ from videolm.errors import VideoLMError
 from videolm.scoring import predict_video, score_part
 from videolm.models import build_model
 from videolm.models.linear_ce import IGNORE
-from videolm.train import TrainingError, make_optimizer, train_model, without_border
+from videolm.train import TrainingError, make_optimizer, train_model, validation_videos, without_border
 
 GH, GW = 6, 8  # moving_grid's code grid
 TRAIN_END, VAL_END = 18, 22
@@ -167,6 +167,16 @@ def test_grids_read_from_files_in_loader_workers_train_the_same(codebook, tmp_pa
         model, _ = train_model(loaded, codebook, with_train(tiny_params(epochs=2, steps=5), loader_workers=workers))
         for name, value in held.state_dict().items():
             assert torch.equal(model.state_dict()[name], value), (workers, name)
+
+
+def test_validation_videos_subset():
+    grids = [moving_grid(seed, f"v{seed}") for seed in range(6)]
+    grids[2] = CodeGrid("no_val", grids[2].codes, TRAIN_END, TRAIN_END)
+    assert [g.video_id for g in validation_videos(grids, 0, 0)] == ["v0", "v1", "v3", "v4", "v5"]
+    some = validation_videos(grids, 3, 0)
+    assert len(some) == 3 and some == validation_videos(grids, 3, 0)  # fixed by the seed, in order
+    assert [g.video_id for g in some] == sorted(g.video_id for g in some) and "no_val" not in [g.video_id for g in some]
+    assert {g.video_id for s in range(5) for g in validation_videos(grids, 3, s)} == {"v0", "v1", "v3", "v4", "v5"}
 
 
 def test_training_without_validation_frames(codebook):

@@ -205,6 +205,9 @@ class TrainConfig(_Section):
                                                 "with 1/processes of every batch; 1 = one plain python process")
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes reading crops from the code "
                                                      "files; 0 = read in the training process")
+    val_videos: int = Field(0, ge=0, description="validation videos scored after each epoch: a fixed subset drawn "
+                                                 "with the seed; 0 = all (at UCF-101 scale a full pass costs more "
+                                                 "than an epoch on a CPU)")
 
     @model_validator(mode="after")
     def _batch_shared_by_processes(self) -> TrainConfig:

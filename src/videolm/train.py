@@ -149,7 +149,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         raise VideoLMError(f"train.full_context=true: the crop of {data.crop} cells (clamped to the smallest "
                            f"training grid) is not wider than twice the model's context radius ({margin}), so no "
                            f"cell sees its whole neighbourhood; set train.full_context=false or use larger frames")
-    has_val = any(g.part("val")[1] > g.part("val")[0] for g in grids)
+    val_grids = validation_videos(grids, t.val_videos, params.seed)
 
     digest = run_digest(grids, codebook, params, ranks.world)
     state = TrainState.load(resume) if resume else None
@@ -208,7 +208,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
                 state.save(resume, model, optimizer, scheduler, ranks)
         metrics = {"train_loss": state.running_loss / t.steps_per_epoch}
         metrics["train_perplexity"] = math.exp(metrics["train_loss"])
-        val_loss = validation_loss(model, grids, ranks) if has_val else metrics["train_loss"]
+        val_loss = validation_loss(model, val_grids, ranks) if val_grids else metrics["train_loss"]
         if not val_loss < MAX_LOSS:
             raise diverged(params, f"validation loss is {val_loss:.4g} after epoch {epoch}")
         metrics.update(val_loss=val_loss, val_perplexity=math.exp(val_loss))
@@ -230,6 +230,15 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
                "val_perplexity": math.exp(state.best_val_loss),
                "parameters": sum(p.numel() for p in model.parameters())}
     return model, summary
+
+
+def validation_videos(grids: list[CodeGrid], limit: int, seed: int) -> list[CodeGrid]:
+    """The grids with validation frames, or `limit` of them (0 = all) drawn once with `seed`, in order."""
+    grids = [g for g in grids if g.part("val")[1] > g.part("val")[0]]
+    if not limit or len(grids) <= limit:
+        return grids
+    keep = np.random.default_rng([seed, 1]).choice(len(grids), limit, replace=False)
+    return [grids[i] for i in sorted(keep)]
 
 
 def validation_loss(model: torch.nn.Module, grids: list[CodeGrid], ranks: Ranks) -> float:
