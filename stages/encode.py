@@ -1,12 +1,16 @@
-"""Stage `encode`: every frame of every video to a code grid, and the quantization PSNR."""
+"""Stage `encode`: every frame of every video to a code grid, and the quantization PSNR.
+
+Of one shard's videos only, reading one shard folder of `extract_frames` or with `shard.count` > 1
+(README: "Across machines"); the PSNR is then that shard's.
+"""
 
 from pathlib import Path
 
 from videolm.cli import run_stage
 from videolm.codebook import Codebook
-from videolm.encoding import encode_videos
+from videolm.encoding import encode_videos, shard_videos
 from videolm.frames import check_patch_fits, list_frames
-from videolm.io import atomic_path, guard_outputs, write_json
+from videolm.io import atomic_path, guard_outputs, write_json, write_shard_record
 from videolm.metrics import psnr_from_mse
 
 
@@ -15,14 +19,17 @@ def main(params) -> None:
     guard_outputs("encode", {"paths.frames": params.paths.frames, "paths.codebook": params.paths.codebook},
                   {"paths.codes": params.paths.codes, "paths.metrics": metrics_path})
     codebook = Codebook.load(params.paths.codebook)
-    videos = list_frames(params.paths.frames)
+    videos, shard = shard_videos(list_frames(params.paths.frames), params.paths.frames, params.shard)
     check_patch_fits(videos, codebook.size)
     with atomic_path(params.paths.codes, "encode") as tmp:
         tmp.mkdir()
         sq_all, n_all, sq_test, n_test = encode_videos(videos, codebook, params.patches.stride,
                                                        params.encode.chunk_frames, tmp, params.workers)
+        if shard:
+            write_shard_record(tmp, shard, "encode")
     metrics = {"quantization_psnr": psnr_from_mse(sq_all / n_all),
-               "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None}
+               "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None,
+               **({"shard": {"index": shard.index, "count": shard.count}} if shard else {})}
     write_json(metrics_path, metrics, "encode")
     print(metrics)
 

@@ -1,7 +1,8 @@
 """Stage `extract_frames`: decode every video of `data.dir` to gray uint8 frames (HDF5).
 
 `metrics/frames.json` lists the skipped videos with their reasons; the last line printed says
-how many were kept and skipped.
+how many were kept and skipped. With `shard.count` > 1 only the videos of shard `shard.index`
+are decoded, and the metrics count that shard (README: "Across machines").
 """
 
 from pathlib import Path
@@ -17,7 +18,7 @@ def main(params) -> None:
     metrics = Path(params.paths.metrics) / "frames.json"
     guard_outputs("extract_frames", {"data.dir": data.dir}, {"paths.frames": params.paths.frames, "paths.metrics": metrics})
     result = extract_frames(find_videos(data.dir, data.extensions), params.paths.frames, data, params.seed,
-                            params.workers)
+                            params.workers, params.shard)
     kept, skipped = result.kept, result.skipped
     frames = sum(v.n_frames for v in kept)
     train = sum(v.train_end for v in kept)
@@ -25,10 +26,11 @@ def main(params) -> None:
     write_json(metrics, {
         "videos": len(kept), "frames": frames, "train_frames": train, "val_frames": val,
         "test_frames": frames - train - val, "split_rule": result.split_rule, "videos_skipped": len(skipped),
-        "skipped": [{"video": s.video, "reason": s.reason} for s in sorted(skipped, key=lambda s: s.video)]},
-        "extract_frames")
+        "skipped": [{"video": s.video, "reason": s.reason} for s in sorted(skipped, key=lambda s: s.video)],
+        **({"shard": params.shard.model_dump()} if params.shard.count > 1 else {})}, "extract_frames")
     print(f"extract_frames: {len(kept)} videos kept, {len(skipped)} skipped"
-          + (f" (reasons in {metrics})" if skipped else ""))
+          + (f" (reasons in {metrics})" if skipped else "")
+          + (f", shard {params.shard.index} of {params.shard.count}" if params.shard.count > 1 else ""))
 
 
 if __name__ == "__main__":

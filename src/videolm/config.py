@@ -20,6 +20,7 @@ line naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -146,6 +147,32 @@ class EncodeConfig(_Section):
     chunk_frames: int = Field(32, ge=1, description="frames encoded at once (bounds memory)")
 
 
+class ShardConfig(_Section):
+    """One machine's part of the videos, for running the data stages on several machines
+    (README: "Across machines"). A video's shard is a hash of its path relative to `data.dir`:
+    it depends on nothing else, so `extract_frames` and `encode` agree on it, and adding a
+    video moves no other video to another shard."""
+
+    index: int = Field(0, ge=0, description="which shard this run takes, 0 .. count - 1")
+    count: int = Field(1, ge=1, description="number of shards; 1 = all videos (no sharding)")
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> ShardConfig:
+        if self.index >= self.count:
+            raise _not_allowed(f"shard.index={self.index}", f"must be < shard.count ({self.count})")
+        return self
+
+    def takes(self, source: str) -> bool:
+        """Whether the video at `source` (its path relative to `data.dir`) is in this shard."""
+        return self.count == 1 or shard_of(source, self.count) == self.index
+
+
+def shard_of(source: str, count: int) -> int:
+    """The shard of `count` a video's relative path falls in: the first 8 bytes of its SHA-1,
+    modulo `count` (stable across machines and Python versions, unlike `hash`)."""
+    return int.from_bytes(hashlib.sha1(source.encode()).digest()[:8], "big") % count
+
+
 class ModelConfig(_Section):
     """The recurrent network over code grids; checkpoints store it (`ModelConfig(**stored)`)."""
 
@@ -243,6 +270,7 @@ class Params(_Section):
                                               "per available core, 1 = none (in the stage's own process; the "
                                               "default: 2 workers measured slower on 2 cores, see the README). "
                                               "The outputs are the same bytes whatever the value")
+    shard: ShardConfig = Field(default_factory=ShardConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     patches: PatchesConfig = Field(default_factory=PatchesConfig)

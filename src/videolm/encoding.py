@@ -3,19 +3,24 @@
 It maps `codes.encode_video` over the frames files in `workers` processes
 (`parallel.map_in_order`; 1 = serially, in this process), one code file per video, and adds up
 their squared errors in the videos' order, so the sums are the same floats whatever `workers`.
+`shard_videos` picks the videos of one shard (README: "Across machines").
 A module of its own, not part of `codes.py`: training and evaluation read code grids through
 `codes.py` and need none of this.
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import closing
 from functools import partial
 from pathlib import Path
 
 from videolm.codebook import Codebook
 from videolm.codes import encode_video
+from videolm.config import ShardConfig
+from videolm.errors import VideoLMError
 from videolm.frames import VideoFrames
+from videolm.io import ShardRecord, read_shard_record
 from videolm.parallel import map_in_order
 
 
@@ -37,3 +42,31 @@ def _encode_into(out_dir: Path, codebook: Codebook, stride: int, chunk_frames: i
     """`encode_video` to `out_dir/<video_id>.h5`: the unit of work handed to the worker processes
     (a top-level function, so that they can be sent it)."""
     return encode_video(video, codebook, stride, chunk_frames, out_dir / f"{video.video_id}.h5")
+
+
+def shard_videos(videos: list[VideoFrames], frames_dir: str | Path,
+                 shard: ShardConfig) -> tuple[list[VideoFrames], ShardRecord | None]:
+    """The videos of `frames_dir` (`videos`, all of them) that an encode run with `shard` takes,
+    and the shard record of its output (None: not a shard).
+
+    Reading one shard folder of `extract_frames`, encode is that shard: it takes all of its
+    videos and its record (`shard` may name the same shard, or be left at count 1). With
+    `shard.count` > 1 over any other frames folder (unsharded, or the folder of every shard) it
+    takes the videos of that shard by the hash `extract_frames` uses, so both agree on them.
+    """
+    record = read_shard_record(frames_dir)
+    if record is not None:
+        if shard.count > 1 and (shard.index, shard.count) != (record.index, record.count):
+            raise VideoLMError(f"shard.index={shard.index}, shard.count={shard.count}: paths.frames="
+                               f"{str(frames_dir)!r} is shard {record.index} of {record.count} of extract_frames "
+                               f"already: leave shard at its default, or name the same shard")
+        return videos, record
+    if shard.count == 1:
+        return videos, None
+    mine = [video for video in videos if shard.takes(video.source)]
+    if not mine:
+        raise VideoLMError(f"shard.index={shard.index}: none of the {len(videos)} videos of paths.frames="
+                           f"{str(frames_dir)!r} is in this shard of shard.count={shard.count} (a video's shard is a "
+                           f"hash of its path): use fewer shards")
+    of = hashlib.sha1("\n".join(video.source for video in videos).encode()).hexdigest()
+    return mine, ShardRecord(shard.index, shard.count, of)

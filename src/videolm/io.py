@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -40,9 +42,11 @@ class OutputError(VideoLMError):
 
 
 def guard_outputs(stage: str, inputs: dict[str, str | Path], outputs: dict[str, str | Path | list]) -> None:
-    """Before any work: no output may overlap an input (be it, or lie inside or around it),
-    and every output that exists must be a previous output of `stage`. Keys name the params;
-    an output key may hold a list of paths (the files a stage writes into one folder)."""
+    """Before any work: no output may overlap an input (be it, or lie inside or around it), nor
+    lie inside a folder output of any stage (which that stage replaces whole: say, a shard
+    folder inside the frames folder of an unsharded run), and every output that exists must be
+    a previous output of `stage`. Keys name the params; an output key may hold a list of paths
+    (the files a stage writes into one folder)."""
     for out_key, paths in outputs.items():
         for out in paths if isinstance(paths, list) else [paths]:
             for in_key, source in inputs.items():
@@ -50,6 +54,11 @@ def guard_outputs(stage: str, inputs: dict[str, str | Path], outputs: dict[str, 
                 if a == b or b in a.parents or a in b.parents:
                     raise OutputError(f"{out_key}: {str(out)!r} overlaps the input {in_key}={str(source)!r}: "
                                       f"a stage's outputs must lie outside its inputs (nothing was changed)")
+            for folder in Path(out).resolve().parents:
+                if mark := mark_of(folder):
+                    raise OutputError(f"{out_key}: {str(out)!r} lies inside {str(folder)!r}, the {mark} stage's "
+                                      f"output, which it replaces whole: move that folder away or point {out_key} "
+                                      f"elsewhere (nothing was changed)")
             check_replaceable(Path(out), stage)
 
 
@@ -179,11 +188,91 @@ def load_h5(path: str | Path, what: str, stage: str) -> tuple[dict[str, np.ndarr
 
 
 def h5_files(folder: str | Path, what: str, stage: str) -> list[Path]:
-    """The HDF5 files of a stage's output folder, sorted; an error naming the stage if none."""
-    paths = sorted(Path(folder).glob("*.h5"))
+    """The HDF5 files of a stage's output folder, sorted by name; an error naming the stage if none.
+
+    The folder may instead hold the outputs of a sharded run of the stage (`shard.count` > 1,
+    README "Across machines"), one sub-folder per shard: their files are read together, in
+    the order one unsharded folder gives, and only once every shard of one run is there (a
+    missing, doubled or stale shard is an error, never part of the data). Other sub-folders,
+    and `.`-folders (the temporaries of a run under way), are not read, as before.
+    """
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.h5"))
+    shards = shard_folders(folder, stage)
+    if shards:
+        if paths:
+            raise VideoLMError(f"{folder}: holds both {what} and shard folders of the {stage} stage "
+                               f"({', '.join(s.name for s in shards)}): read one layout or the other")
+        paths = sorted((p for shard in shards for p in shard.glob("*.h5")), key=lambda p: p.name)
+        doubled = sorted(name for name, n in Counter(p.name for p in paths).items() if n > 1)
+        if doubled:
+            raise VideoLMError(f"{folder}: {doubled[0]} is in more than one shard folder")
     if not paths:
         raise VideoLMError(f"{folder}: no {what} (run the {stage} stage first)")
     return paths
+
+
+SHARD_FILE = "shard.json"  # in a shard output folder: its ShardRecord
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What a shard output folder is: shard `index` of `count`, cut from the set of videos that
+    `of` identifies (a digest all the shards of one run share)."""
+
+    index: int
+    count: int
+    of: str
+
+
+def write_shard_record(folder: str | Path, record: ShardRecord, stage: str) -> None:
+    write_json(Path(folder) / SHARD_FILE, asdict(record), stage)
+
+
+def read_shard_record(folder: str | Path) -> ShardRecord | None:
+    """The record of a shard output folder; None for any other folder."""
+    path = Path(folder) / SHARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return ShardRecord(int(data["index"]), int(data["count"]), str(data["of"]))
+    except (ValueError, KeyError, TypeError):
+        raise VideoLMError(f"{path}: not a shard record (expected index, count and of)") from None
+
+
+def shard_folders(folder: str | Path, stage: str) -> list[Path]:
+    """The shard output folders of `stage` directly inside `folder` (none for an unsharded
+    output), checked to be every shard of one run: the same `count` and `of`, each index once."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and mark_of(d) == stage)
+    records = {}
+    for sub in subs:
+        record = read_shard_record(sub)
+        if record is None:
+            raise VideoLMError(f"{sub}: an output of the {stage} stage without a shard record, inside {folder}: "
+                               f"move it away, or read it on its own")
+        records[sub] = record
+    if not records:
+        return []
+    found = ", ".join(f"{sub.name}: shard {r.index} of {r.count}" for sub, r in records.items())
+    if len({r.count for r in records.values()}) > 1:
+        raise VideoLMError(f"{folder}: its shards were made with different shard.count ({found}): rerun them all "
+                           f"with one")
+    if len({r.of for r in records.values()}) > 1:
+        raise VideoLMError(f"{folder}: its shards were cut from different videos or params ({found}): rerun the "
+                           f"stale ones (dvc repro)")
+    indices = sorted(r.index for r in records.values())
+    count = next(iter(records.values())).count
+    if len(set(indices)) < len(indices):
+        raise VideoLMError(f"{folder}: a shard is there twice ({found})")
+    missing = sorted(set(range(count)) - set(indices))
+    if missing:
+        raise VideoLMError(f"{folder}: shard{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+                           f"{count} missing (found {found}): run or pull {stage}@{missing[0]} first")
+    return subs
 
 
 def write_attrs(obj, attrs: dict) -> None:
