@@ -1,8 +1,13 @@
 """Scale drill (issue 15): the pipeline's stages, run as `dvc repro` runs them, on a corpus of many
 clips at UCF-101's frame size with the paper's k, and what each stage costs.
 
-    python benchmarks/drill.py                   # 200 clips of 5 s, k=10,000: see RESULTS.md for its duration
-    python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out /tmp/drill.md   # smoke size
+    python benchmarks/drill.py                   # 200 clips of 5 s, k=10,000 (about an hour on 2 idle cores)
+    python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out /tmp/drill.md   # smoke size, ~1 min
+
+The full size's time is an estimate from a run of 12 clips (on a machine another job kept busy:
+1 h 40 min at those rates): `encode` three times over 25,000 frames at k=10,000 is about 40
+minutes of it, and the train stage's validation about 15 (see `drill`). Run it on an idle
+machine: the table's "others" column says how idle it was.
 
 What it does, and why this way:
 - **Corpus.** `--clips` h264 clips of 320x240 at 25 fps, `--seconds` long, written with PyAV:
@@ -23,12 +28,14 @@ What it does, and why this way:
   applies to) run three ways: `workers=2` (two spawned processes, one torch thread each);
   `workers=1` with `OMP_NUM_THREADS=1` (one process, one torch thread: what each worker is, the
   per-process reference for scaling); `workers=1` as shipped (one process, torch's default
-  threads, 2 here). `OMP_NUM_THREADS` binds torch's threads only: FFmpeg's slice threads
-  (h264 clips of one slice decode on one) and OpenCV's are not bound by it, hence the
-  measured CPU column. The outputs of the three are compared byte for byte.
+  threads, 2 here). `OMP_NUM_THREADS` binds torch's threads only, not FFmpeg's or OpenCV's
+  (the corpus's clips have one slice a frame, so the slice-threaded decode runs on one thread
+  anyway): the cores-busy column says what each run used. The outputs of the three are
+  compared byte for byte.
 - **Measures.** Wall time from the stage's start to its exit (Python start-up, imports, and
   the workers' start-up included: what a user waits for); CPU time over wall time (the cores it
-  kept busy); the peak RSS of its largest process (`os.wait4`, exact, through `LAUNCHER`
+  kept busy), and the machine's other CPU time over the same wall time (what other jobs took:
+  near 0 on an idle machine); the peak RSS of its largest process (`os.wait4`, exact, through `LAUNCHER`
   as in `memory.py`) and of all its processes together (the stage and its workers, their RSS
   summed every `SAMPLE_S` from /proc, about 2 ms of one core per sample here: it can miss a
   short peak, so the largest process's exact peak is its floor; and shared pages count once
@@ -67,6 +74,7 @@ import numpy as np
 
 from videolm.config import load_params
 from videolm.errors import VideoLMError
+from videolm.frames import list_frames
 from videolm.samples import find_sample_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,7 +300,9 @@ def overrides(args) -> list[str]:
     paper's k with Lloyd (minutes where MiniBatchKMeans takes far longer at k=10,000), a few
     training steps, and a split by video whose validation part is small (by default the one
     video a split by video keeps at least: validation scores whole frames at k=10,000 after
-    every epoch, slowly)."""
+    the epoch). Validation still runs the model over every training video, whose part is empty
+    (`scoring.predict_video` runs each video up to its part's end): at 200 clips that is most
+    of the train stage's time, and the train row's note says how much."""
     return ["data.dir=videos", "data.scale=1.0", "data.split=video", f"data.val_fraction={args.val_fraction}",
             f"codebook.k={args.k}", "codebook.method=lloyd", f"codebook.max_iter={args.iterations}",
             f"patches.n_train={n_train(args)}", f"patches.n_heldout={n_train(args) // 10}",
@@ -368,13 +378,18 @@ def drill(args, workspace: Path) -> tuple[dict, list[Row], dict[str, bool]]:
                                       f"{positions:,} in all")
     rows += new
     trained = args.steps * train.batch_size * train.bptt * train.crop ** 2
-    val_positions = split["val_frames"] * (HEIGHT // PATCH) * (WIDTH // PATCH)
+    # Validation scores the validation frames, but runs the model over every frame before the end
+    # of each video's validation part (`scoring.predict_video`): in a split by video, the
+    # training videos' every frame too (their part is empty, at their end).
+    videos = list_frames(outputs["extract_frames"][0])
+    val_positions = sum(v.val_end - v.train_end for v in videos) * positions // frames
+    run_positions = sum(max(v.val_end - 1, 0) for v in videos) * positions // frames
     runs = [run("train") for _ in range(args.repeats)]
     rows.append(Row("train", "as shipped (torch's default threads)", runs, trained, "positions/s",
                     disk_bytes(outputs["train"]),
                     f"{args.steps} steps of {train.batch_size} crops of {train.bptt} frames x {train.crop}x{train.crop} "
                     f"cells = {trained:,} positions, over the stage's whole time; "
-                    + train_parts(runs, args.steps, trained, val_positions)))
+                    + train_parts(runs, args.steps, trained, val_positions, run_positions)))
     return corpus, rows, same
 
 
@@ -382,7 +397,7 @@ STEPS_DONE = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")  # tqdm's "20/
 EPOCHS_IN = re.compile(r"^train: \d+ epochs in (\d+) s", re.MULTILINE)  # the train stage's last line
 
 
-def train_parts(runs: list[Run], steps: int, trained: int, val_positions: int) -> str:
+def train_parts(runs: list[Run], steps: int, trained: int, val_positions: int, run_positions: int) -> str:
     """Where the train stage's time went (medians over runs), from what it printed: its last
     line's seconds from the start of training to the end, and the epoch progress bar's elapsed
     time at its last step (both to the second). Left out if either is not found."""
@@ -398,9 +413,10 @@ def train_parts(runs: list[Run], steps: int, trained: int, val_positions: int) -
     val_s = train_s - step_s
     per_s = lambda n, s: f"{n / s:,.0f}/s" if s >= 5 else "too short to rate to the second"
     return (f"of its {wall:.0f} s, the steps took {step_s:.0f} s by its progress bar "
-            f"({per_s(trained, step_s)}), validation and the epoch's end {val_s:.0f} s (scoring "
-            f"{val_positions:,} positions: {per_s(val_positions, val_s)}), and start-up and loading the code "
-            f"grids {wall - train_s:.0f} s (times printed to the second)")
+            f"({per_s(trained, step_s)}), validation and the epoch's end {val_s:.0f} s (it scores "
+            f"{val_positions:,} positions, and runs the model over {run_positions:,}, the training videos' "
+            f"frames included: {per_s(run_positions, val_s)}), and start-up and loading the code grids "
+            f"{wall - train_s:.0f} s (times printed to the second)")
 
 
 # ---------------------------------------------------------------- the report
@@ -515,9 +531,11 @@ def main(argv: list[str]) -> None:
                                                      "(default: a temporary one, removed)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
-    for name in ("clips", "k", "iterations", "steps", "repeats"):
+    for name in ("k", "iterations", "steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.clips < 3:
+        parser.error("--clips must be at least 3: the split by video needs a test, a validation and a training clip")
     if args.patches and args.patches < max(args.k, 10):
         parser.error(f"--patches {args.patches} must be at least --k {args.k} (and 10)")
     if args.workdir and args.workdir.exists():
@@ -531,7 +549,7 @@ def main(argv: list[str]) -> None:
         else:
             with tempfile.TemporaryDirectory(prefix="videolm-drill-") as tmp:
                 corpus, rows, same = drill(args, Path(tmp))
-    except VideoLMError as err:
+    except (VideoLMError, RuntimeError) as err:  # a missing sample, a bad override; a stage that failed
         parser.exit(2, f"error: {err}\n")
     text = report(args, argv, corpus, rows, same, load_at_start)
     write_section(args.out, text)
