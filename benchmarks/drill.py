@@ -1,13 +1,12 @@
 """Scale drill (issue 15): the pipeline's stages, run as `dvc repro` runs them, on a corpus of many
 clips at UCF-101's frame size with the paper's k, and what each stage costs.
 
-    python benchmarks/drill.py                   # 200 clips of 5 s, k=10,000 (about an hour on 2 idle cores)
+    python benchmarks/drill.py                   # 200 clips of 5 s, k=10,000 (about 50 minutes on 2 cores)
     python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out /tmp/drill.md   # smoke size, ~1 min
 
-The full size's time is an estimate from a run of 12 clips (on a machine another job kept busy:
-1 h 40 min at those rates): `encode` three times over 25,000 frames at k=10,000 is about 40
-minutes of it, and the train stage's validation about 15 (see `drill`). Run it on an idle
-machine: the table's "others" column says how idle it was.
+The full size's time is an estimate from a run of 12 clips of 5 s (4 minutes, on a machine
+another job used at times): `encode` three times over 25,000 frames at k=10,000 is about 42
+minutes of it. Run it on an idle machine: the table's "others" column says how idle it was.
 
 What it does, and why this way:
 - **Corpus.** `--clips` h264 clips of 320x240 at 25 fps, `--seconds` long, written with PyAV:
@@ -306,9 +305,7 @@ def overrides(args) -> list[str]:
     paper's k with Lloyd (minutes where MiniBatchKMeans takes far longer at k=10,000), a few
     training steps, and a split by video whose validation part is small (by default the one
     video a split by video keeps at least: validation scores whole frames at k=10,000 after
-    the epoch). Validation still runs the model over every training video, whose part is empty
-    (`scoring.predict_video` runs each video up to its part's end): at 200 clips that is most
-    of the train stage's time, and the train row's note says how much."""
+    the epoch: about 10,000 positions/s here, measured while another job ran)."""
     return ["data.dir=videos", "data.scale=1.0", "data.split=video", f"data.val_fraction={args.val_fraction}",
             f"codebook.k={args.k}", "codebook.method=lloyd", f"codebook.max_iter={args.iterations}",
             f"patches.n_train={n_train(args)}", f"patches.n_heldout={n_train(args) // 10}",
@@ -384,12 +381,11 @@ def drill(args, workspace: Path) -> tuple[dict, list[Row], dict[str, bool]]:
                                       f"{positions:,} in all")
     rows += new
     trained = args.steps * train.batch_size * train.bptt * train.crop ** 2
-    # Validation scores the validation frames, but runs the model over every frame before the end
-    # of each video's validation part (`scoring.predict_video`): in a split by video, the
-    # training videos' every frame too (their part is empty, at their end).
-    videos = list_frames(outputs["extract_frames"][0])
-    val_positions = sum(v.val_end - v.train_end for v in videos) * positions // frames
-    run_positions = sum(max(v.val_end - 1, 0) for v in videos) * positions // frames
+    # Validation scores the validation frames of the videos that have some, running the model
+    # over each from its first frame (`scoring.predict_video`): in a split by video, the same frames.
+    videos = [v for v in list_frames(outputs["extract_frames"][0]) if v.val_end > v.train_end]
+    val_positions = sum(v.val_end - max(v.train_end, 1) for v in videos) * positions // frames  # not frame 0
+    run_positions = sum(v.val_end - 1 for v in videos) * positions // frames
     runs = [run("train") for _ in range(args.repeats)]
     rows.append(Row("train", "as shipped (torch's default threads)", runs, trained, "positions/s",
                     disk_bytes(outputs["train"]),
@@ -420,8 +416,8 @@ def train_parts(runs: list[Run], steps: int, trained: int, val_positions: int, r
     per_s = lambda n, s: f"{n / s:,.0f}/s" if s >= 5 else "too short to rate to the second"
     return (f"of its {wall:.0f} s, the steps took {step_s:.0f} s by its progress bar "
             f"({per_s(trained, step_s)}), validation and the epoch's end {val_s:.0f} s (it scores "
-            f"{val_positions:,} positions, and runs the model over {run_positions:,}, the training videos' "
-            f"frames included: {per_s(run_positions, val_s)}), and start-up and loading the code grids "
+            f"{val_positions:,} positions, running the model over {run_positions:,}: "
+            f"{per_s(run_positions, val_s)}), and start-up and opening the code grids "
             f"{wall - train_s:.0f} s (times printed to the second)")
 
 
