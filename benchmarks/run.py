@@ -10,7 +10,8 @@ reference on the same input, taken one after the other (in this process, or in p
 their own where the setting compared is fixed per process), so the ratio compares like with
 like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
 Peak memory is taken the same way, each run a stage subprocess (`memory.py`).
-Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts.
+Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts; the scale drill's
+section of that file (`drill.py`: the whole pipeline on 200 clips, per stage) is kept.
 
 Pairs (`--only` picks some):
 - decode: `videolm.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
@@ -53,6 +54,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
+from drill import kept_section
 from kmeans import bench_codebook
 from memory import bench_memory
 from stages import bench_stages, bench_workers
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--only: no pair named {', '.join(unknown)} (pairs: {', '.join(pairs)})")
     rows = [row for name in chosen for row in pairs[name]()]
     text = report(rows, size, args.repeats)
-    args.out.write_text(text)
+    args.out.write_text(text + kept_section(args.out))
     print(text)
 
 

@@ -1,20 +1,30 @@
-"""The benchmark command runs end to end at its smallest size and writes its table (timings are
-not asserted: they live in benchmarks/RESULTS.md)."""
+"""The benchmark commands run end to end at their smallest size and write their tables (timings
+are not asserted: they live in benchmarks/RESULTS.md): `run.py`, and the scale drill `drill.py`
+with its corpus and its section of the results file."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import drill  # noqa: E402 (benchmarks/ is not a package: found through the path above)
+
+OLD_DRILL = f"{drill.MARK_START}\nan earlier drill's section\n{drill.MARK_END}\n"
 
 
 @pytest.mark.slow  # about a minute: it starts a dozen processes that import torch
 def test_benchmarks_run_at_the_smallest_size(tmp_path):
     out = tmp_path / "RESULTS.md"
+    out.write_text("# an earlier table\n\n" + OLD_DRILL)
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks/run.py"), "--smallest", "--repeats", "1",
                           "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -35,3 +45,67 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     assert "| encode_video, k=64 (patches, search, error, HDF5), 320x240, 8 frames |" in table
     assert "| extract_frames, 2 clips of 8 frames at 320x240, 2 workers |" in table or "1 workers |" in table
     assert "CPU cores (affinity):" in table
+    assert "an earlier table" not in table and table.endswith("\n" + OLD_DRILL)  # the drill's section is kept
+
+
+def test_drill_section_replaces_its_own_and_keeps_the_rest(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    drill.write_section(out, "first")  # a new file: the section alone
+    assert out.read_text() == f"{drill.MARK_START}\nfirst\n{drill.MARK_END}\n"
+    out.write_text("# Benchmarks\n\n| a table |\n")
+    drill.write_section(out, "first")  # appended after a blank line
+    drill.write_section(out, "second\n")  # replaced in place
+    assert out.read_text() == f"# Benchmarks\n\n| a table |\n\n{drill.MARK_START}\nsecond\n{drill.MARK_END}\n"
+    out.write_text(f"head\n{drill.MARK_START}\nold\n{drill.MARK_END}\ntail\n")
+    drill.write_section(out, "new")
+    assert out.read_text() == f"head\n{drill.MARK_START}\nnew\n{drill.MARK_END}\ntail\n"
+    assert drill.kept_section(out) == f"\n{drill.MARK_START}\nnew\n{drill.MARK_END}\n"
+    assert drill.kept_section(tmp_path / "none.md") == ""
+
+
+@pytest.mark.slow  # a few seconds: it decodes the sample videos twice
+def test_drill_corpus_is_deterministic_and_moves(tmp_path):
+    # Two corpora made one after the other in one process: x264's macroblock-tree rate control
+    # (off in `write_clip`) gave other bytes for the second in most runs of this test.
+    facts = drill.make_corpus(tmp_path / "a", 4, 0.4, seed=0)
+    drill.make_corpus(tmp_path / "b", 4, 0.4, seed=0)
+    assert facts["clips"] == 4 and facts["frames"] == 4 * 10
+    for i in range(4):
+        a, b = (tmp_path / side / f"clip{i:03d}.mp4" for side in "ab")
+        assert hashlib.md5(a.read_bytes()).digest() == hashlib.md5(b.read_bytes()).digest()  # same bytes
+        with av.open(str(a)) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 320, 240)
+            frames = np.stack([f.to_ndarray(format="gray").astype(np.int16) for f in container.decode(stream)])
+        assert len(frames) == 10
+        assert all(np.abs(frames[t + 1] - frames[t]).mean() > 1 for t in range(9))  # every frame moves
+    assert drill.make_corpus(tmp_path / "c", 1, 0.4, seed=1)  # another seed, another camera
+    assert (tmp_path / "c/clip000.mp4").read_bytes() != (tmp_path / "a/clip000.mp4").read_bytes()
+
+
+@pytest.mark.slow  # about a minute: every stage runs, the data stages three ways
+def test_drill_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmarks\n\nthe other benchmarks' table\n\n" + OLD_DRILL)
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/drill.py"), "--clips", "6", "--seconds", "1",
+                          "--k", "64", "--steps", "2", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\nthe other benchmarks' table\n\n")  # the rest of the file is kept
+    assert "an earlier drill's section" not in text and text.count(drill.MARK_START) == 1
+    assert text.rstrip().endswith(drill.MARK_END)
+    assert "## Scale drill (issue 15): 6 clips of 320x240, 1 s, k=64" in text
+    assert "`python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out " in text
+    assert "Corpus: 6 h264 clips of 320x240 at 25 fps, 25 frames each (150 frames" in text
+    for stage in ("extract_frames", "encode"):
+        for setting in ("2 workers", "1 worker, 1 thread", "1 worker, default threads"):
+            assert f"| {stage} | {setting} |" in text
+        assert text.count(f"| {stage} | ") == 4  # three settings and the ratios' row
+    assert "| sample_patches | as shipped (no workers) |" in text and "704 patches" in text
+    assert "| fit_codebook | as shipped (no workers) |" in text and "Lloyd, k=64, 10 iterations over 640" in text
+    assert "| train | as shipped (torch's default threads) |" in text and "16,384 positions" in text
+    assert "the steps took" in text  # the train stage's printed times were found
+    for unit in ("frames/s", "patches/s", "positions/s"):
+        assert unit in text
+    assert text.count("| yes |") == 2  # each data stage's outputs: the same bytes in every setting
+    assert "CPU:" in text and "load average" in text
