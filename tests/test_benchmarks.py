@@ -104,7 +104,6 @@ def test_drill_runs_at_a_tiny_size(tmp_path):
     assert "| sample_patches | as shipped (no workers) |" in text and "704 patches" in text
     assert "| fit_codebook | as shipped (no workers) |" in text and "Lloyd, k=64, 10 iterations over 640" in text
     assert "| train | as shipped (torch's default threads) |" in text and "16,384 positions" in text
-    assert "the steps took" in text  # the train stage's printed times were found
     for unit in ("frames/s", "patches/s", "positions/s"):
         assert unit in text
     assert text.count("| yes |") == 2  # each data stage's outputs: the same bytes in every setting

@@ -51,17 +51,27 @@ def write_videos(folder: Path, codebook, n: int) -> Path:
     return folder
 
 
+# Runs argv[1:] and prints its peak RSS. A process's ru_maxrss starts from the size of the process
+# it was forked from (the count survives exec), and pytest's process grows to GBs over the suite:
+# the run is started from this bare interpreter instead, so its peak is its own.
+LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def peak_rss(folder: Path, in_memory: bool) -> float:
     """Peak resident memory (MiB) of one training run in a fresh process. Large blocks are given back
     to the system when freed (glibc's mmap threshold fixed), so that the peak measures what the run
     holds, not where glibc's heap happened to fragment (otherwise +-5 MiB from run to run)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MALLOC_MMAP_THRESHOLD_": "65536"}
-    process = subprocess.Popen([sys.executable, "-c", TRAIN, str(folder), str(int(in_memory))], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, stderr.decode()[-2000:]
-    return usage.ru_maxrss * 1024 / MIB  # ru_maxrss is in KiB on Linux
+    run = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-c", TRAIN, str(folder),
+                          str(int(in_memory))], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return int(run.stdout.split()[-1]) * 1024 / MIB  # ru_maxrss is in KiB on Linux
 
 
 @pytest.mark.slow
