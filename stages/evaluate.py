@@ -1,5 +1,6 @@
 """Stage `evaluate`: test perplexity and 1-step PSNR; multi-step generation and frame
-filling against copy-last, optical-flow and codebook baselines (PSNR / SSIM); pictures."""
+filling, by the model's codes and by its pixel decoder, against copy-last, optical-flow and
+codebook baselines (PSNR / SSIM / sharpness); pictures."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from videolm.generate import METHODS as GEN_METHODS
 from videolm.generate import evaluate_generation
 from videolm.io import guard_outputs, write_json
 from videolm.models import load_model
+from videolm.pixel_decoder import load_decoder
 from videolm.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
 from videolm.scoring import score_test
 
@@ -27,13 +29,15 @@ def main(params) -> None:
     metrics_path, plots = Path(params.paths.metrics) / "eval.json", Path(params.paths.plots)
     horizon = {method: plots / "horizon" / f"{method}.json" for method in GEN_METHODS}
     pictures = [plots / name for name in ("predictions.png", "predictions.gif", "entropy.png")]
-    guard_outputs("evaluate", {key: getattr(params.paths, key) for key in ("model", "codes", "frames", "codebook")},
+    guard_outputs("evaluate", {key: getattr(params.paths, key)
+                               for key in ("model", "decoder", "codes", "frames", "codebook")},
                   {"paths.metrics": metrics_path, "paths.plots": [*horizon.values(), *pictures]})
     if e.threads:
         torch.set_num_threads(e.threads)
     codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
     model = load_model(params.paths.model, codebook)
+    decoder = load_decoder(params.paths.decoder, model, codebook, stride)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     read_frames = lru_cache(maxsize=1)(lambda video_id: videos[video_id].read())
     clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
@@ -43,10 +47,10 @@ def main(params) -> None:
 
     metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
-                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures))
+                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoder)
     metrics.update(generation.metrics)
     metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
-                                    e.fill_candidates, e.fill_sweeps))
+                                    e.fill_candidates, e.fill_sweeps, decoder))
     write_json(metrics_path, metrics, "evaluate")
     print(metrics)
 

@@ -9,7 +9,9 @@ from conftest import K, frames_of, moving_grid, tiny_model
 
 from videolm.clips import evaluation_clips
 from videolm.filling import METHODS, evaluate_filling, fill_codes
+from videolm.config import DecoderConfig
 from videolm.metrics import MEASURES
+from videolm.pixel_decoder import PixelDecoder
 
 SIZE = 4  # the tiny codebook's patch side, used as the stride
 GH, GW = 6, 8  # moving_grid's code grid
@@ -52,10 +54,10 @@ def test_filling_raises_the_joint_likelihood(codebook):
     model = tiny_model(codebook, seed=3)
     codes = moving_grid(2).codes.astype(np.int64)
     before, after = codes[:3], codes[4]
-    filled, forward = fill_codes(model, before, after, candidates=4, sweeps=3)
+    filled, forward, _ = fill_codes(model, before, after, candidates=4, sweeps=3)
     assert filled.shape == forward.shape == (GH, GW)
     assert joint_log_likelihood(model, before, filled, after) >= joint_log_likelihood(model, before, forward, after)
-    same, _ = fill_codes(model, before, after, candidates=4, sweeps=0)
+    same, _, _ = fill_codes(model, before, after, candidates=4, sweeps=0)
     np.testing.assert_array_equal(same, forward)
 
 
@@ -65,7 +67,7 @@ def test_filling_is_exact_without_spatial_context(codebook):
     model = tiny_model(codebook, "rnn", seed=4)
     codes = moving_grid(5).codes.astype(np.int64)
     before, after = codes[:2], codes[3]
-    filled, _ = fill_codes(model, before, after, candidates=K, sweeps=1)
+    filled, _, _ = fill_codes(model, before, after, candidates=K, sweeps=1)
     with torch.no_grad():
         logits, _, state = model(torch.from_numpy(before)[None])
         prior = torch.log_softmax(logits[0, -1], -1)  # (H, W, K)
@@ -80,7 +82,11 @@ def test_filling_metrics(codebook):
     grids = [moving_grid(0, "a")]
     frames = frames_of(codebook, grids)
     clips = evaluation_clips(grids, 2, 2)
-    metrics = evaluate_filling(tiny_model(codebook), clips, frames.__getitem__, codebook, SIZE, 10, 2, 1)
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
+    metrics = evaluate_filling(model, clips, frames.__getitem__, codebook, SIZE, 10, 2, 1, decoder)
     assert set(metrics) == {"fill_frames"} | {f"fill_{m}_{method}" for m in MEASURES for method in METHODS}
+    for measure in MEASURES:  # an untrained decoder is the average of the two neighbours
+        assert metrics[f"fill_{measure}_model_pixels"] == metrics[f"fill_{measure}_average"]
     assert metrics["fill_frames"] == len(clips) == 2
     assert metrics["fill_psnr_codebook"] > 40

@@ -6,9 +6,11 @@ import numpy as np
 from conftest import frames_of, moving_grid, tiny_model
 
 from videolm.clips import evaluation_clips, picture_clips
+from videolm.config import DecoderConfig
 from videolm.generate import METHODS, evaluate_generation
 from videolm.metrics import MEASURES
 from videolm.pictures import animation, comparison_grid, entropy_picture, upsample_cells
+from videolm.pixel_decoder import PixelDecoder
 
 SIZE = 4  # the tiny codebook's patch side, used as the stride
 GH, GW = 6, 8  # moving_grid's code grid
@@ -30,9 +32,10 @@ def test_generation_metrics_and_curves(codebook):
     grids = [moving_grid(0, "a"), moving_grid(1, "b")]
     frames = frames_of(codebook, grids)
     model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
     clips = evaluation_clips(grids, 2, 3, stride=2)
     gen = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, horizon=3, temperature=0.0,
-                              motion_threshold=10, seed=0, pictures=[2, 0])
+                              motion_threshold=10, seed=0, pictures=[2, 0], decoder=decoder)
     names = {"gen_clips", "gen_moving_fraction"} | {f"gen_{m}_{method}_{when}" for m in MEASURES
                                                      for method in METHODS for when in ("h1", "mean")}
     assert set(gen.metrics) == names
@@ -44,10 +47,13 @@ def test_generation_metrics_and_curves(codebook):
     # the codebook rendering of the true codes is close to the (noisy) truth; copying is not
     assert gen.metrics["gen_psnr_codebook_mean"] > 40 > gen.metrics["gen_psnr_copy_last_mean"]
     assert 0 < gen.metrics["gen_moving_fraction"] < 1
+    assert gen.curves["model_pixels"] == gen.curves["copy_last"]  # an untrained decoder copies the last frame
     assert [clips.index(e.clip) for e in gen.examples] == [2, 0]
     assert gen.examples[0].entropy.shape == (GH, GW) and (gen.examples[0].entropy >= 0).all()
-    again = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0)
+    again = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0, decoder=decoder)
     assert again.metrics == gen.metrics
+    plain = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0)
+    assert set(plain.curves) == set(METHODS) - {"model_pixels"}  # without a decoder: the codes alone
 
 
 def test_sampling_is_seeded(codebook):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.ndimage import correlate1d
 import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
@@ -135,7 +136,8 @@ def test_pool_results():
     truth = smooth_scene(n=1)[0]
     pool = Pool()
     pool.add(truth, truth, np.zeros(truth.shape, bool))
-    assert pool.result() == {"psnr": math.inf, "ssim": pytest.approx(1.0), "psnr_moving": None, "ssim_moving": None}
+    assert pool.result() == {"psnr": math.inf, "ssim": pytest.approx(1.0), "sharpness": math.inf,
+                             "psnr_moving": None, "ssim_moving": None, "sharpness_moving": None}
     pool = Pool()
     moving = np.zeros(truth.shape, bool)
     moving[10:20, 10:30] = True
@@ -143,3 +145,31 @@ def test_pool_results():
     result = pool.result()
     assert result["psnr_moving"] == pytest.approx(20 * math.log10(255 / 5))
     assert result["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / (25 * moving.mean())))
+
+
+def test_sharpness_is_the_gradient_difference_of_mathieu_et_al():
+    """A line of height d in a flat frame: g differs by d on two columns of the H-1 x W-1 pixels
+    with both neighbours, so the mean |g difference| is 2d / (W - 1)."""
+    h, w, d = 20, 30, 40.0
+    truth, estimate = np.zeros((h, w)), np.zeros((h, w))
+    estimate[:, 12] = d
+    pool = Pool()
+    pool.add(truth, estimate, np.ones((h, w), bool))
+    expected = 10 * math.log10(255 ** 2 / (2 * d / (w - 1)))
+    assert pool.result()["sharpness"] == pytest.approx(expected)
+    assert pool.result()["sharpness_moving"] == pytest.approx(expected)
+
+
+def test_sharpness_ranks_a_blur_below_a_brightness_shift_that_psnr_prefers():
+    """PSNR rewards the blurry mean; sharpness does not: an edge blurred keeps a better PSNR than
+    the sharp frame made brighter, and a far worse sharpness (the shift leaves every gradient)."""
+    truth = smooth_scene(n=1)[0].astype(np.float64)
+    truth[:, 30:] += 60  # a sharp edge
+    blurred = correlate1d(correlate1d(truth, np.ones(7) / 7, axis=0), np.ones(7) / 7, axis=1)
+    shifted = truth + 20
+    every = np.ones(truth.shape, bool)
+    blur, shift = Pool(), Pool()
+    blur.add(truth, blurred, every)
+    shift.add(truth, shifted, every)
+    assert blur.result()["psnr"] > shift.result()["psnr"] + 5  # measured 28.3 vs 22.1 dB
+    assert shift.result()["sharpness"] > 150 > 45 > blur.result()["sharpness"]  # ~193 (float rounding) vs 41.2

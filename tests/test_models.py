@@ -144,7 +144,8 @@ def test_rollout_feeds_back_argmax(codebook):
     torch.manual_seed(0)
     model = build_model(tiny("rcnn", "atom"), codebook).eval()
     grid = codes(seed=4, shape=(1, 6, GH, GW))[0].numpy()
-    out, entropy = rollout(model, grid[:3], horizon=3)
+    out, entropy, pixels = rollout(model, grid[:3], horizon=3)
+    assert pixels is None
     assert out.shape == entropy.shape == (3, GH, GW) and out.dtype == np.int64
     assert out.min() >= 0 and out.max() < K
     assert (entropy >= 0).all() and (entropy <= np.log2(K) + 1e-4).all()
@@ -154,7 +155,7 @@ def test_rollout_feeds_back_argmax(codebook):
         fed = np.concatenate([grid[:3], out[:2]])
         logits, _, _ = model(torch.from_numpy(fed)[None])
         np.testing.assert_array_equal(out[1:], logits[0, -2:].argmax(-1).numpy())
-    sampled, _ = rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)
+    sampled, _, _ = rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)
     np.testing.assert_array_equal(sampled, rollout(model, grid[:3], horizon=2, temperature=1.0, seed=5)[0])
 
 

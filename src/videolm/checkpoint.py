@@ -10,6 +10,7 @@ and loaded with `weights_only=True`: loading either never runs code.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass, field, fields
@@ -23,11 +24,11 @@ from videolm.errors import VideoLMError
 from videolm.io import MARK, atomic_path
 
 
-def _save(obj, path: str | Path) -> None:
-    """`obj`'s dataclass fields as a dict with the train stage's mark, written atomically."""
+def _save(obj, path: str | Path, stage: str = "train") -> None:
+    """`obj`'s dataclass fields as a dict with `stage`'s mark, written atomically."""
     # a file object: the archive's inner name does not take the temp name
-    with atomic_path(path, "train") as tmp, open(tmp, "wb") as f:
-        torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: "train"}, f)
+    with atomic_path(path, stage) as tmp, open(tmp, "wb") as f:
+        torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: stage}, f)
 
 
 def _load(cls, path: str | Path):
@@ -53,6 +54,38 @@ class Checkpoint:
             return _load(cls, path)
         except FileNotFoundError:
             raise VideoLMError(f"{path}: no model checkpoint (run the train stage first)") from None
+
+
+@dataclass
+class DecoderCheckpoint:
+    """The train_decoder stage's file: the pixel decoder's weights and config, and what it was
+    trained on top of (the model's weights digest, the codebook's digest, the patch stride)."""
+
+    decoder: dict[str, torch.Tensor]  # state_dict
+    decoder_config: dict  # `DecoderConfig.model_dump()`
+    model: str  # `weights_digest` of the model
+    codebook: str  # codebook digest
+    stride: int
+    summary: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        _save(self, path, "train_decoder")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DecoderCheckpoint:
+        try:
+            return _load(cls, path)
+        except FileNotFoundError:
+            raise VideoLMError(f"{path}: no pixel decoder (run the train_decoder stage first)") from None
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a model's weights, in state_dict order: names a trained model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -60,6 +60,7 @@ class PathsConfig(_Section):
     codebook: str = Field("data/codebook.h5", description="the k-means centroids")
     codes: str = Field("data/codes", description="every frame encoded as a grid of codes")
     model: str = Field("models/model.pt", description="the trained model's checkpoint")
+    decoder: str = Field("models/decoder.pt", description="the trained pixel decoder")
     live: str = Field("dvclive", description="DVCLive's folder (training curves)")
     resume: str = Field("models/.resume/train.pt", description="the train stage's resume state while a run is "
                                                                "under way; not a DVC output (removed when the "
@@ -244,6 +245,23 @@ class TrainConfig(_Section):
         return self
 
 
+class DecoderConfig(_Section):
+    """The pixel decoder on top of the trained model (`pixel_decoder.py`), trained on the model's
+    own rollouts over random crops of training frames."""
+
+    width: int = Field(64, ge=1, description="feature maps of the decoder's convolutions")
+    steps: int = Field(1500, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="crops per step (each gives `horizon` extrapolated frames and "
+                                                 "one filled frame)")
+    crop: int = Field(12, ge=1, description="side of the random spatial crop, in code cells")
+    context: int = Field(2, ge=1, description="real frames the model sees before it rolls out (as eval.context)")
+    horizon: int = Field(10, ge=1, description="frames rolled out per crop (as eval.horizon)")
+    lr: float = Field(1e-3, gt=0, le=FLOAT32_MAX, description="Adam learning rate (the peak of a cosine schedule)")
+    gdl_weight: float = Field(1.0, ge=0, description="weight of the gradient difference loss beside L1; 0 = L1 only")
+    val_every: int = Field(250, ge=1, description="steps between validations; the best weights are kept")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+
+
 class EvalConfig(_Section):
     """Evaluation on test clips: prediction, generation and filling."""
 
@@ -279,6 +297,7 @@ class Params(_Section):
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")

@@ -30,18 +30,20 @@ from videolm.clips import Clip, clip_frames
 from videolm.codebook import Codebook
 from videolm.flow import interpolate_flow
 from videolm.metrics import Pool, moving_mask
+from videolm.pixel_decoder import PixelDecoder, decode_prediction
 
-METHODS = ("model", "model_forward", "average", "flow", "codebook")
+METHODS = ("model", "model_forward", "model_pixels", "average", "flow", "codebook")
 
 
 @torch.no_grad()
 def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4,
-               sweeps: int = 2) -> tuple[np.ndarray, np.ndarray]:
+               sweeps: int = 2) -> tuple[np.ndarray, np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
     """Codes of the missing frame between the real grids `before` (C, H, W: the frames up
     to t - 1) and `after` (H, W: frame t + 1).
 
-    Returns (filled (H, W) int64, forward (H, W) int64): the joint-likelihood fill and the
-    forward model's argmax alone (what it predicts without seeing t + 1).
+    Returns (filled (H, W) int64, forward (H, W) int64, (logits (1, H, W, k), state)): the
+    joint-likelihood fill, the forward model's argmax alone (what it predicts without seeing
+    t + 1), and that forward prediction with the state it came from.
     """
     model.eval()
     logits, _, state = model(torch.from_numpy(np.asarray(before, np.int64))[None])
@@ -72,35 +74,41 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
                 grid[mask] = options[mask].gather(-1, score.argmax(0)[:, None])[:, 0]
         if torch.equal(grid, before_sweep):
             break
-    return grid.numpy(), forward.numpy()
+    return grid.numpy(), forward.numpy(), (logits[:, -1], state)
 
 
 def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
-                     motion_threshold: float, candidates: int, sweeps: int) -> dict[str, float | int | None]:
+                     motion_threshold: float, candidates: int, sweeps: int,
+                     decoder: PixelDecoder | None = None) -> dict[str, float | int | None]:
     """Fill frame t0 of every clip (with a frame after it) from the context frames and
-    frame t0 + 1; PSNR / SSIM (full and moving: differs from frame t0 - 1) per method.
+    frame t0 + 1; PSNR / SSIM / sharpness (full and moving: differs from frame t0 - 1) per method.
+    Given a `decoder`, also its frame made of the forward prediction and both real neighbours
+    ("model_pixels").
 
     Metrics: `fill_<measure>_<method>` and `fill_frames`.
     """
-    pools = {m: Pool() for m in METHODS}
+    methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
+    pools = {m: Pool() for m in methods}
     frames = 0
     for clip in clips:
         codes = clip.grid.codes
         t = clip.t0
         if t + 1 >= len(codes):
             continue
-        filled, forward = fill_codes(model, codes[clip.start:t], codes[t + 1], candidates, sweeps)
+        filled, forward, (logits, state) = fill_codes(model, codes[clip.start:t], codes[t + 1], candidates, sweeps)
         decoded = codebook.decode(np.stack([filled, forward, codes[t].astype(np.int64)]), stride)
         truth = clip_frames(read_frames, clip, t + 2, decoded.shape[1:])
         before, target, after = truth[-3], truth[-2], truth[-1]
         estimates = {"model": decoded[0], "model_forward": decoded[1], "average": (before + after) / 2,
                      "flow": interpolate_flow(before, after), "codebook": decoded[2]}
+        if decoder is not None:
+            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after)
         moving = moving_mask(target, before, motion_threshold)
-        for method in METHODS:
+        for method in methods:
             pools[method].add(target, estimates[method], moving)
         frames += 1
     metrics: dict[str, float | int | None] = {"fill_frames": frames}
-    for method in METHODS:
+    for method in methods:
         for measure, value in pools[method].result().items():
             metrics[f"fill_{measure}_{method}"] = value
     return metrics

@@ -24,38 +24,59 @@ from videolm.codebook import Codebook
 from videolm.errors import VideoLMError
 from videolm.flow import extrapolate_flow
 from videolm.metrics import MEASURES, Pool, moving_mask
+from videolm.pixel_decoder import PixelDecoder, decode_prediction
 
-METHODS = ("model", "copy_last", "copy_last_codes", "flow", "codebook")
+METHODS = ("model", "model_pixels", "copy_last", "copy_last_codes", "flow", "codebook")
 
 
 @torch.no_grad()
-def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Generate `horizon` code grids after the real `context` grids (C, H, W).
+def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float = 0.0,
+                  generator: torch.Generator | None = None):
+    """Yield (logits (B, H, W, k), state (B, C, H, W), codes (B, H, W)) for each of `horizon`
+    generated grids after the real `context` grids (B, T, H, W): the prediction of the grid, the
+    state it came from, and the codes chosen and fed back.
 
     The state is built on the context; each next grid is the argmax code at every location
-    (temperature 0) or a sample at the given temperature (seeded), and is fed back.
-    Returns (codes (horizon, H, W) int64, entropy (horizon, H, W) float32): the entropy in
-    bits of the model's predicted distribution (at temperature 1) at every location.
+    (temperature 0) or a sample at the given temperature (drawn with `generator`).
     """
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    logits, _, state = model(torch.from_numpy(np.asarray(context, np.int64))[None])
-    last = logits[0, -1]  # (H, W, k): prediction of the first generated grid
-    codes, entropy = [], []
-    for _ in range(horizon):
-        logp = F.log_softmax(last.float(), -1)
-        entropy.append(-(logp.exp() * logp).sum(-1) / math.log(2))
+    logits, _, state = model(context)
+    last = logits[:, -1]  # (B, H, W, k): prediction of the first generated grid
+    for step in range(horizon):
         if temperature > 0:
             probs = torch.softmax(last.float() / temperature, -1)
-            step = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-            step = step.reshape(probs.shape[:2])
+            codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+            codes = codes.reshape(probs.shape[:-1])
         else:
-            step = last.argmax(-1)  # (H, W)
-        codes.append(step)
-        logits, _, state = model(step[None, None], state)
-        last = logits[0, 0]
-    return torch.stack(codes).numpy(), torch.stack(entropy).numpy()
+            codes = last.argmax(-1)  # (B, H, W)
+        yield last, state, codes
+        if step + 1 < horizon:
+            logits, _, state = model(codes[:, None], state)
+            last = logits[:, 0]
+
+
+@torch.no_grad()
+def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, seed: int = 0,
+            decode=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Generate `horizon` code grids after the real `context` grids (C, H, W), as `rollout_steps`
+    (samples seeded with `seed`).
+
+    Returns (codes (horizon, H, W) int64, entropy (horizon, H, W) float32, pixels): the entropy in
+    bits of the model's predicted distribution (at temperature 1) at every location, and the
+    frame (H', W') `decode(logits (1, H, W, k), state, ahead)` makes of each prediction, stacked
+    (horizon, H', W'), if given (else None).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    codes, entropy, pixels = [], [], []
+    steps = rollout_steps(model, torch.from_numpy(np.asarray(context, np.int64))[None], horizon, temperature,
+                          generator)
+    for ahead, (logits, state, chosen) in enumerate(steps, 1):
+        logp = F.log_softmax(logits[0].float(), -1)
+        entropy.append(-(logp.exp() * logp).sum(-1) / math.log(2))
+        codes.append(chosen[0])
+        if decode is not None:
+            pixels.append(decode(logits, state, ahead))
+    return torch.stack(codes).numpy(), torch.stack(entropy).numpy(), np.stack(pixels) if pixels else None
 
 
 @dataclass
@@ -78,45 +99,53 @@ class Generation:
 
 def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
                         horizon: int, temperature: float, motion_threshold: float, seed: int,
-                        pictures: list[int] = ()) -> Generation:
-    """Per-horizon PSNR / SSIM (full and moving) of the model and the baselines over `clips`.
+                        pictures: list[int] = (), decoder: PixelDecoder | None = None) -> Generation:
+    """Per-horizon PSNR / SSIM / sharpness (full and moving) of the model and the baselines over
+    `clips`: the model's codes decoded by the codebook ("model") and, given a `decoder`, its pixel
+    decoder's frames ("model_pixels").
 
     Metrics: `gen_<measure>_<method>_h1` (first generated frame) and `..._mean` (mean over
     the horizons of the per-horizon values), plus `gen_clips` and `gen_moving_fraction`.
     """
     if not clips:
         raise VideoLMError("no test clips to generate from")
-    pools = {(m, h): Pool() for m in METHODS for h in range(horizon)}
+    methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
+    pools = {(m, h): Pool() for m in methods for h in range(horizon)}
     examples = {}
     for i, clip in enumerate(clips):
         codes = clip.grid.codes
         context = clip.t0 - clip.start
-        generated, entropy = rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i)
-        model_frames = codebook.decode(generated, stride)
-        truth = clip_frames(read_frames, clip, clip.t0 + horizon, model_frames.shape[1:])
+        shape = codebook.decode(codes[clip.start][None].astype(np.int64), stride).shape[1:]
+        truth = clip_frames(read_frames, clip, clip.t0 + horizon, shape)
         last = truth[context - 1]
+        decode = None if decoder is None else (
+            lambda logits, state, ahead: decode_prediction(decoder, logits, state, last, ahead=ahead))
+        generated, entropy, pixels = rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i,
+                                             decode)
         copy = np.repeat(last[None], horizon, 0)
         last_codes = codebook.decode(codes[clip.t0 - 1][None].astype(np.int64), stride)
         predictions = {
-            "model": model_frames,
+            "model": codebook.decode(generated, stride),
+            "model_pixels": pixels,
             "copy_last": copy,
             "copy_last_codes": np.repeat(last_codes, horizon, 0),
             # with one context frame there is no motion to extrapolate: flow = copy_last
             "flow": extrapolate_flow(truth[context - 2], last, horizon) if context >= 2 else copy,
             "codebook": codebook.decode(codes[clip.t0:clip.t0 + horizon].astype(np.int64), stride),
         }
+        predictions = {m: predictions[m] for m in methods}
         for h in range(horizon):
             target = truth[context + h]
             moving = moving_mask(target, last, motion_threshold)
-            for method in METHODS:
+            for method in methods:
                 pools[method, h].add(target, predictions[method][h], moving)
         if i in pictures:
             examples[i] = Example(clip, truth, predictions, entropy[0])
-    curves = {m: [{"horizon": h + 1, **pools[m, h].result()} for h in range(horizon)] for m in METHODS}
+    curves = {m: [{"horizon": h + 1, **pools[m, h].result()} for h in range(horizon)] for m in methods}
     metrics: dict[str, float | int | None] = {"gen_clips": len(clips)}
     moving = [pools["model", h] for h in range(horizon)]
     metrics["gen_moving_fraction"] = sum(p.pixels_moving for p in moving) / sum(p.pixels for p in moving)
-    for method in METHODS:
+    for method in methods:
         for measure in MEASURES:
             values = [row[measure] for row in curves[method]]
             metrics[f"gen_{measure}_{method}_h1"] = values[0]

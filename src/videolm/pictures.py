@@ -15,10 +15,11 @@ from videolm.io import MARK, atomic_path
 
 GAP = 4  # pixels between frames
 BLOCK_GAP = 12  # pixels between the blocks of different clips
-LABEL_WIDTH = 64  # the column of row names
+LABEL_WIDTH = 84  # the column of row names
 LABEL_HEIGHT = 14  # the row of column names
-ROW_NAMES = {"truth": "truth", "model": "model", "copy_last": "copy last", "flow": "flow",
-             "codebook": "codebook"}
+ROW_NAMES = {"truth": "truth", "model": "model codes", "model_pixels": "model pixels", "copy_last": "copy last",
+             "copy_last_codes": "copy codes", "flow": "flow", "codebook": "true codes"}
+ANIMATED = ("model", "model_pixels", "copy_last", "flow")  # the methods of the GIF (all are in the PNG)
 # A few stops of matplotlib's 'inferno' (black - purple - red - orange - pale yellow), in RGB.
 INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                     [245, 125, 21], [250, 193, 39], [252, 255, 164]], np.float64)
@@ -76,11 +77,12 @@ def _with_labels(grid: np.ndarray, row_names: list[str], col_names: list[str], c
     return stack([stack([np.full((LABEL_HEIGHT, LABEL_WIDTH), 255, np.uint8), top], 1), body], 0, 0)
 
 
-def comparison_grid(examples, methods: tuple[str, ...] = ("model", "copy_last", "flow")) -> np.ndarray:
-    """One block per example (a `videolm.evaluate.Example`): rows truth then each method,
-    columns the context frames then the predicted horizon (context repeated in every row)."""
+def comparison_grid(examples) -> np.ndarray:
+    """One block per example (a `videolm.generate.Example`): rows truth then each method it
+    holds, columns the context frames then the predicted horizon (context repeated in every row)."""
     blocks = []
     for ex in examples:
+        methods = tuple(ex.predictions)
         context = ex.clip.t0 - ex.clip.start
         rows = [list(ex.truth)] + [list(ex.truth[:context]) + list(ex.predictions[m]) for m in methods]
         cols = [f"ctx {c - context + 1}" for c in range(context)] + [f"+{h + 1}" for h in range(len(ex.truth) - context)]
@@ -89,10 +91,11 @@ def comparison_grid(examples, methods: tuple[str, ...] = ("model", "copy_last", 
     return stack(blocks, 0, BLOCK_GAP)
 
 
-def animation(examples, methods: tuple[str, ...] = ("model", "copy_last", "flow")) -> list[np.ndarray]:
-    """GIF frames: at every time step, each example's truth and methods side by side (one
-    example per row, all in cells of one size); during the context every panel shows the
-    real frame."""
+def animation(examples) -> list[np.ndarray]:
+    """GIF frames: at every time step, each example's truth and the `ANIMATED` methods it holds
+    side by side (one example per row, all in cells of one size); during the context every panel
+    shows the real frame."""
+    methods = tuple(m for m in ANIMATED if m in examples[0].predictions)
     context = examples[0].clip.t0 - examples[0].clip.start
     width = max(e.truth.shape[2] for e in examples)
     header = stack([text_image(ROW_NAMES[name], LABEL_HEIGHT, width) for name in ("truth", *methods)], 1)

@@ -1,0 +1,185 @@
+"""Training the pixel decoder on the trained model's own rollouts.
+
+The model is frozen. Each training example is a random crop of a training video: the model
+sees `decoder.context` real code grids, then rolls out `decoder.horizon` grids feeding back
+its argmax codes (what `evaluate` does), and at every step the decoder turns the predicted
+distribution and state, with the last real frame, into pixels, scored against the true
+frames. The first step is also used for filling: the same prediction with the real frame after
+it as `after`. Loss: L1 + `gdl_weight` x gradient difference (both in gray levels / 255).
+
+Every `val_every` steps the decoder is scored the same way on whole validation frames (clips
+of the validation part, one every `context + horizon` frames) and the best weights are kept.
+Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator seeded with
+(seed, i), so runs are the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from videolm.codebook import Codebook
+from videolm.codes import CodeGrid
+from videolm.config import DecoderConfig
+from videolm.errors import VideoLMError
+from videolm.frames import VideoFrames
+from videolm.generate import rollout_steps
+from videolm.metrics import Pool, moving_mask
+from videolm.pixel_decoder import PixelDecoder, gradient_difference_loss
+
+
+@dataclass
+class DecoderClip:
+    """Codes (context, H, W) before a prediction, and the true frames (1 + span, H', W'): the last
+    real frame, then the `span` frames after it."""
+
+    codes: torch.Tensor
+    frames: torch.Tensor
+
+
+def frames_needed(horizon: int) -> int:
+    """Frames after the last real one that an example scores: the horizon, and at least the two of filling."""
+    return max(horizon, 2)
+
+
+class DecoderCrops:
+    """Random crops (`crop` x `crop` cells and their pixels) of the training part of every video."""
+
+    def __init__(self, grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
+                 stride: int, seed: int):
+        span = frames_needed(cfg.horizon)
+        self.ranges = [(g, cfg.context, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > cfg.context]
+        if not self.ranges:
+            raise VideoLMError(f"no video has decoder.context + max(decoder.horizon, 2) = {cfg.context + span} "
+                               f"training frames (lower decoder.context or decoder.horizon)")
+        self.crop = min([cfg.crop] + [min(g.codes.shape[1:]) for g, _, _ in self.ranges])
+        self.videos, self.cfg, self.size, self.stride, self.seed = videos, cfg, size, stride, seed
+        counts = np.array([last - first for _, first, last in self.ranges], np.float64)
+        self.weights = counts / counts.sum()
+
+    def __getitem__(self, i: int) -> DecoderClip:
+        rng = np.random.default_rng([self.seed, 2, i])  # 2: not the model's crops
+        grid, first, last = self.ranges[rng.choice(len(self.ranges), p=self.weights)]
+        t = int(rng.integers(first, last))  # the first predicted frame
+        y = int(rng.integers(0, grid.codes.shape[1] - self.crop + 1))
+        x = int(rng.integers(0, grid.codes.shape[2] - self.crop + 1))
+        return clip_at(grid, self.videos[grid.video_id], t, self.cfg, self.size, self.stride,
+                       (slice(y, y + self.crop), slice(x, x + self.crop)))
+
+
+def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size: int, stride: int,
+            cells: tuple[slice, slice] = (slice(None), slice(None))) -> DecoderClip:
+    """The example whose first predicted frame is `t`, over the code cells `cells` (all by default)."""
+    ys, xs = (range(grid.codes.shape[1 + d])[c] for d, c in enumerate(cells))
+    codes = grid.codes[t - cfg.context:t, ys.start:ys.stop, xs.start:xs.stop].astype(np.int64)
+    pixels = (slice(ys.start * stride, (ys.stop - 1) * stride + size),
+              slice(xs.start * stride, (xs.stop - 1) * stride + size))
+    frames = video.read(t - 1, t + frames_needed(cfg.horizon))[:, pixels[0], pixels[1]]
+    return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames.astype(np.float32)))
+
+
+def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: torch.Tensor,
+                     horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(estimates, truths), both (B * (horizon + 1), H', W'): the decoder's frames for the `horizon`
+    rolled-out predictions after `codes` (B, context, H, W), then for filling the first one,
+    against the true `frames` (B, 1 + span, H', W')."""
+    inputs = []  # per step ahead: (expected, entropy, state)
+    with torch.no_grad():
+        for logits, state, _ in rollout_steps(model, codes, horizon):
+            inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
+    inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
+    expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
+    last, b = frames[:, 0], len(frames)
+    before = last.repeat(horizon + 1, 1, 1)
+    after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 2]])
+    ahead = torch.cat([torch.arange(1, horizon + 1).float().repeat_interleave(b), torch.ones(b)])
+    filling = torch.cat([torch.zeros(b * horizon), torch.ones(b)])
+    truth = torch.cat([frames[:, 1:horizon + 1].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 1]])
+    return decoder(expected, entropy, state, before, after, ahead, filling), truth
+
+
+def decoder_loss(estimate: torch.Tensor, truth: torch.Tensor, gdl_weight: float) -> torch.Tensor:
+    """L1 + gdl_weight x gradient difference, in gray levels / 255."""
+    estimate, truth = estimate / 255, truth / 255
+    return (estimate - truth).abs().mean() + gdl_weight * gradient_difference_loss(truth, estimate)
+
+
+def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
+                     stride: int) -> list[DecoderClip]:
+    """Whole-frame examples of the validation part of every video, one every context + horizon frames."""
+    span = frames_needed(cfg.horizon)
+    clips = []
+    for grid in grids:
+        start, stop = grid.part("val")
+        for t in range(start + cfg.context, stop - span + 1, cfg.context + cfg.horizon):
+            clips.append(clip_at(grid, videos[grid.video_id], t, cfg, size, stride))
+    return clips
+
+
+@torch.no_grad()
+def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: DecoderConfig,
+             motion_threshold: float) -> dict[str, float | None]:
+    """Mean loss over the validation clips, and PSNR / SSIM on moving pixels (as `evaluate`
+    measures them) of the decoder and of copying the last frame, for extrapolation (all
+    horizons pooled) and filling."""
+    decoder.eval()
+    loss = 0.0
+    pools = {(what, method): Pool() for what in ("extrapolate", "fill") for method in ("decoder", "copy_last")}
+    for clip in clips:
+        estimates, truths = decoded_examples(model, decoder, clip.codes[None], clip.frames[None], cfg.horizon)
+        loss += float(decoder_loss(estimates, truths, cfg.gdl_weight))
+        last = clip.frames[0].numpy()
+        for i, (estimate, truth) in enumerate(zip(estimates.numpy(), truths.numpy())):
+            what = "fill" if i == cfg.horizon else "extrapolate"
+            moving = moving_mask(truth, last, motion_threshold)
+            pools[what, "decoder"].add(truth, estimate, moving)
+            pools[what, "copy_last"].add(truth, last, moving)
+    metrics: dict[str, float | None] = {"val_loss": loss / len(clips)}
+    for (what, method), pool in pools.items():
+        for measure in ("psnr_moving", "ssim_moving"):
+            metrics[f"val_{what}_{measure}_{method}"] = pool.result()[measure]
+    return metrics
+
+
+def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], codebook: Codebook, stride: int,
+                  cfg: DecoderConfig, seed: int, motion_threshold: float) -> tuple[PixelDecoder, dict]:
+    """Train a `PixelDecoder` on `model` (frozen); return it with the best validation weights, and a
+    summary (the best step and its validation metrics)."""
+    torch.manual_seed(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model.eval().requires_grad_(False)
+    decoder = PixelDecoder.for_model(cfg, model, codebook, stride)
+    crops = DecoderCrops(grids, videos, cfg, codebook.size, stride, seed)
+    val = validation_clips(grids, videos, cfg, codebook.size, stride)
+    if not val:
+        raise VideoLMError(f"no validation stretch has decoder.context + max(decoder.horizon, 2) = "
+                           f"{cfg.context + frames_needed(cfg.horizon)} frames (lower them or raise data.val_fraction)")
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
+    best, best_metrics, best_step = None, None, 0
+    bar = tqdm(range(cfg.steps), desc="train_decoder")
+    for step in bar:
+        decoder.train()
+        clips = [crops[step * cfg.batch_size + j] for j in range(cfg.batch_size)]
+        codes, frames = torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips])
+        loss = decoder_loss(*decoded_examples(model, decoder, codes, frames, cfg.horizon), cfg.gdl_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            metrics = validate(model, decoder, val, cfg, motion_threshold)
+            tqdm.write(f"step {step + 1}: val loss {metrics['val_loss']:.4f}, moving PSNR extrapolated "
+                       f"{metrics['val_extrapolate_psnr_moving_decoder']:.2f} dB (copy last "
+                       f"{metrics['val_extrapolate_psnr_moving_copy_last']:.2f}), filled "
+                       f"{metrics['val_fill_psnr_moving_decoder']:.2f} dB")
+            if best_metrics is None or metrics["val_loss"] < best_metrics["val_loss"]:
+                best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
+    decoder.load_state_dict(best)
+    return decoder.eval(), {"best_step": best_step, "val_clips": len(val), **best_metrics}

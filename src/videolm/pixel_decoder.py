@@ -1,0 +1,147 @@
+"""Pixels from the model's prediction: a small convolutional network on top of the rCNN.
+
+Decoding the argmax code (or the mean of the atoms under the predicted distribution) gives
+pictures that are either a copy of the last frame or a blur: the codebook throws away where
+inside its patch an edge lies, and the argmax keeps the last code almost everywhere. The
+decoder sees what the model knows and what the codebook forgot:
+
+- the expected frame under the model's predicted distribution (the mean of the atoms,
+  patches put back with overlaps averaged),
+- the model's recurrent state (its features at every cell),
+- the real frames on either side of the one predicted: for extrapolation both are the last
+  real frame, for filling the frames before and after the gap,
+- how many frames ahead of the `before` frame the prediction is, and whether `after` is real.
+
+- the entropy of the predicted distribution at each cell (where the model expects change).
+
+With `base` the mean of the two real frames, it predicts per pixel a blend weight g and a
+correction c: frame = base + g * (expected - base) + c. Both start at zero, so that, untrained,
+the decoder is the copy of the last frame (or the average of the two neighbours); the blend
+makes the obvious first step, leaning on the model where it expects motion, one product away.
+It works at the code grid's resolution: every cell's stride x stride pixels are channels
+(pixel unshuffle), mixed with their neighbours' by 3x3 convolutions.
+
+Trained (`decoder_training.py`) with L1 plus the gradient difference loss of Mathieu, Couprie
+and LeCun (2016): L1 alone already prefers the median to the blurry mean, and the gradient
+term pays for edges that are as sharp as the truth's, where the truth has them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from videolm.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.config import DecoderConfig
+from videolm.errors import VideoLMError
+
+GRAY_MID, GRAY_SCALE = 128.0, 64.0  # inputs enter as (gray - 128) / 64
+HORIZON_SCALE = 10.0  # the horizon enters as frames ahead / 10
+
+
+def expected_frame(probs: torch.Tensor, atoms: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """Mean of the atoms under `probs` (B, H, W, k), patches put back -> (B, (H-1)s+p, (W-1)s+p)
+    gray frames; `atoms` (k, size*size) in gray levels. Overlapping pixels are averaged, as the
+    codebook's decoding does."""
+    b, h, w, _ = probs.shape
+    patches = (probs.reshape(b, h * w, -1) @ atoms).transpose(1, 2)  # (B, p*p, H*W)
+    out = ((h - 1) * stride + size, (w - 1) * stride + size)
+    total = F.fold(patches, out, size, stride=stride)  # (B, 1, H', W')
+    count = F.fold(torch.ones_like(patches[:1]), out, size, stride=stride)
+    return (total / count)[:, 0]
+
+
+class PixelDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig, hidden: int, atoms: torch.Tensor, size: int, stride: int):
+        """`hidden`: the rCNN's state channels; `atoms` (k, size*size) in gray levels."""
+        super().__init__()
+        self.cfg, self.size, self.stride = cfg, size, stride
+        self.register_buffer("atoms", atoms.float())
+        cells = stride * stride  # pixels per cell
+        self.body = nn.Sequential(
+            nn.Conv2d(3 * cells + hidden + 3, cfg.width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(cfg.width, cfg.width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(cfg.width, 2 * cells, 1))  # blend weights and corrections
+        nn.init.zeros_(self.body[-1].weight)  # starts as the mean of the real frames
+        nn.init.zeros_(self.body[-1].bias)
+
+    @classmethod
+    def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int) -> PixelDecoder:
+        """A decoder (untrained) for the rCNN `model` over `codebook`'s codes at patch `stride`."""
+        atoms = torch.from_numpy(codebook.atoms().reshape(codebook.k, -1).astype(np.float32))
+        return cls(cfg, model.cfg.hidden, atoms, codebook.size, stride)
+
+    def summarize(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the decoder reads of a predicted distribution `probs` (B, H, W, k): the mean of the
+        atoms, (B, H', W') gray frames (H' = (H-1)s+p), and the entropy (B, H, W) in units of log k."""
+        entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1) / math.log(probs.shape[-1])
+        return expected_frame(probs, self.atoms, self.size, self.stride), entropy
+
+    def forward(self, expected: torch.Tensor, entropy: torch.Tensor, state: torch.Tensor, before: torch.Tensor,
+                after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor) -> torch.Tensor:
+        """Gray frames (B, H', W'), H' = (H-1)s+p, from:
+
+        expected (B, H', W'), entropy (B, H, W): `self.summarize` of the model's predicted code
+        distribution of the frame;
+        state (B, C, H, W): the recurrent state it was predicted from;
+        before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
+        ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real.
+        The cells' stride x stride blocks (the top-left (H*s, W*s) pixels) are predicted; pixels beyond
+        them (only when patches overlap) keep the mean of the real frames.
+        """
+        b, _, h, w = state.shape
+        s = self.stride
+        base = (before + after) / 2
+        frames = torch.stack([expected, before, after], 1)  # (B, 3, H', W')
+        frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, 3*s*s, H, W)
+        flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
+        x = torch.cat([frames, state, entropy[:, None], flags], 1)  # (B, 3*s*s + C + 3, H, W)
+        blend, correction = F.pixel_shuffle(self.body(x), s).unbind(1)  # (B, H*s, W*s) each
+        inner = base[:, :h * s, :w * s]
+        inner = inner + blend * (expected[:, :h * s, :w * s] - inner) + correction * GRAY_SCALE
+        return torch.cat([torch.cat([inner, base[:, :h * s, w * s:]], 2), base[:, h * s:]], 1)
+
+
+def gradient_difference_loss(truth: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Mean | |grad truth| - |grad estimate| | over vertical and horizontal neighbour differences
+    (Mathieu et al. 2016, alpha = 1) of (B, H, W) frames."""
+    loss = 0
+    for dim in (1, 2):
+        loss = loss + (truth.diff(dim=dim).abs() - estimate.diff(dim=dim).abs()).abs().mean()
+    return loss
+
+
+@torch.no_grad()
+def decode_prediction(decoder: PixelDecoder, logits: torch.Tensor, state: torch.Tensor, before: np.ndarray,
+                      after: np.ndarray | None = None, ahead: int = 1) -> np.ndarray:
+    """One predicted frame (H', W') float64 from the model's `logits` (1, H, W, k) and `state`
+    (1, C, H, W): extrapolated `ahead` frames after the real frame `before` (H', W'), or, given the
+    real frame `after` it, the frame between them."""
+    decoder.eval()
+    expected, entropy = decoder.summarize(torch.softmax(logits.float(), -1))
+    frame = decoder(expected, entropy, state, _batch_of_one(before), _batch_of_one(before if after is None else after),
+                    torch.tensor([float(ahead)]), torch.tensor([float(after is not None)]))
+    return frame[0].double().numpy()
+
+
+def _batch_of_one(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(frame, np.float32))[None]
+
+
+def load_decoder(path, model, codebook, stride: int) -> PixelDecoder:
+    """Rebuild a trained decoder from its checkpoint, checked against the model, codebook and
+    patch stride it is used with (a decoder of another model would read its state wrongly)."""
+    checkpoint = DecoderCheckpoint.load(path)
+    if checkpoint.model != weights_digest(model) or checkpoint.codebook != codebook.digest:
+        raise VideoLMError(f"{path}: trained on top of another model or codebook than the current ones; rerun "
+                           f"the train_decoder stage")
+    if checkpoint.stride != stride:
+        raise VideoLMError(f"{path}: trained with patches.stride={checkpoint.stride}, not {stride}; rerun the "
+                           f"train_decoder stage")
+    decoder = PixelDecoder.for_model(DecoderConfig(**checkpoint.decoder_config), model, codebook, stride)
+    decoder.load_state_dict(checkpoint.decoder)
+    return decoder.eval()

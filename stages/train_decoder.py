@@ -1,0 +1,36 @@
+"""Stage `train_decoder`: the pixel decoder on top of the trained model (frozen), trained on
+the model's own rollouts over training frames; the weights of the best validation loss are kept."""
+
+import time
+from pathlib import Path
+
+from videolm.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.cli import run_stage
+from videolm.codebook import Codebook
+from videolm.codes import load_code_grids
+from videolm.decoder_training import train_decoder
+from videolm.frames import list_frames
+from videolm.io import guard_outputs, write_json
+from videolm.models import load_model
+
+
+def main(params) -> None:
+    metrics_path = Path(params.paths.metrics) / "decoder.json"
+    guard_outputs("train_decoder", {key: getattr(params.paths, key) for key in ("model", "codes", "frames", "codebook")},
+                  {"paths.decoder": params.paths.decoder, "paths.metrics": metrics_path})
+    codebook = Codebook.load(params.paths.codebook)
+    grids = load_code_grids(params.paths.codes, codebook)
+    model = load_model(params.paths.model, codebook)
+    videos = {v.video_id: v for v in list_frames(params.paths.frames)}
+    start = time.perf_counter()
+    decoder, summary = train_decoder(model, grids, videos, codebook, params.patches.stride, params.decoder,
+                                     params.seed, params.eval.motion_threshold)
+    DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
+                      params.patches.stride, summary).save(params.paths.decoder)
+    write_json(metrics_path, summary, "train_decoder")
+    print(f"train_decoder: {params.decoder.steps} steps in {time.perf_counter() - start:.0f} s; best step "
+          f"{summary['best_step']}, val loss {summary['val_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

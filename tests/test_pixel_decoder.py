@@ -1,0 +1,96 @@
+"""The pixel decoder: its inputs, its start as the copy / average, its loss, its training on
+the model's rollouts (real frames files), and its checkpoint checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import frames_of, moving_grid, tiny_model
+
+from videolm.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.codebook import Codebook
+from videolm.config import DecoderConfig
+from videolm.decoder_training import DecoderCrops, decoded_examples, decoder_loss, train_decoder
+from videolm.errors import VideoLMError
+from videolm.frames import write_frames
+from videolm.pixel_decoder import PixelDecoder, decode_prediction, expected_frame, gradient_difference_loss, load_decoder
+
+SIZE = 4  # the tiny codebook's patch side
+
+
+@pytest.mark.parametrize("stride", [SIZE, 2])
+def test_expected_frame_of_a_certain_distribution_is_the_codebook_decoding(codebook, stride):
+    codes = np.random.default_rng(0).integers(0, codebook.k, (2, 3, 5))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(codes), codebook.k).float()
+    atoms = torch.from_numpy(codebook.atoms().reshape(codebook.k, -1))
+    np.testing.assert_allclose(expected_frame(probs, atoms, SIZE, stride).numpy(), codebook.decode(codes, stride),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_an_untrained_decoder_copies_the_last_frame_and_averages_the_neighbours(codebook):
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
+    grid = moving_grid().codes[:3].astype(np.int64)
+    logits, _, state = model(torch.from_numpy(grid)[None])
+    rng = np.random.default_rng(1)
+    before, after = rng.uniform(0, 255, (2, 6 * SIZE, 8 * SIZE))
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, ahead=3), before, atol=1e-4)
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, after), (before + after) / 2,
+                               atol=1e-4)
+
+
+def test_gradient_difference_loss():
+    truth = torch.zeros(1, 5, 6)
+    truth[0, :, 3:] = 100  # a vertical edge: 5 of the 5 x 5 horizontal differences are 100
+    assert gradient_difference_loss(truth, truth + 7).item() == 0  # the same edges, brighter
+    assert gradient_difference_loss(truth, torch.zeros(1, 5, 6)).item() == pytest.approx(100 * 5 / 25)
+
+
+def frames_files(tmp_path, codebook, grids):
+    """Real frames files (HDF5) of the codebook's rendering of the grids, as extraction writes them."""
+    videos = {}
+    for grid, (video_id, frames) in zip(grids, frames_of(codebook, grids).items()):
+        videos[video_id] = write_frames(tmp_path / f"{video_id}.h5", iter(np.clip(frames, 0, 255).astype(np.uint8)),
+                                        lambda n, g=grid: (g.train_end, g.val_end), {"source": video_id})
+    return videos
+
+
+CFG = DecoderConfig(width=8, steps=30, batch_size=4, crop=4, context=2, horizon=2, lr=3e-3, val_every=10)
+
+
+def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    videos = frames_files(tmp_path, codebook, grids)
+    model = tiny_model(codebook)
+    crops = DecoderCrops(grids, videos, CFG, SIZE, SIZE, seed=0)
+    clip = crops[0]
+    assert clip.codes.shape == (2, 4, 4) and clip.frames.shape == (1 + 2, 16, 16)
+    decoder, summary = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
+    assert 10 <= summary["best_step"] <= 30 and summary["val_clips"] >= 1
+    batch = [crops[i] for i in range(100, 108)]  # crops the training never drew
+    codes, frames = torch.stack([c.codes for c in batch]), torch.stack([c.frames for c in batch])
+    untrained = PixelDecoder.for_model(CFG, model, codebook, SIZE)
+    with torch.no_grad():
+        before = decoder_loss(*decoded_examples(model, untrained, codes, frames, CFG.horizon), CFG.gdl_weight)
+        after = decoder_loss(*decoded_examples(model, decoder, codes, frames, CFG.horizon), CFG.gdl_weight)
+    assert after < 0.9 * before  # the texture moves one cell per frame: a decoder that reads the model learns it
+    again, _ = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
+    assert all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_decoder_is_used_only_with_its_model_codebook_and_stride(tmp_path, codebook):
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(CFG, model, codebook, SIZE)
+    path = tmp_path / "decoder.pt"
+    DecoderCheckpoint(decoder.state_dict(), CFG.model_dump(), weights_digest(model), codebook.digest, SIZE).save(path)
+    assert isinstance(load_decoder(path, model, codebook, SIZE), PixelDecoder)
+    with pytest.raises(VideoLMError, match="another model or codebook"):
+        load_decoder(path, tiny_model(codebook, seed=1), codebook, SIZE)
+    other = Codebook(codebook.centroids + 1, codebook.std, codebook.size)
+    with pytest.raises(VideoLMError, match="another model or codebook"):
+        load_decoder(path, model, other, SIZE)
+    with pytest.raises(VideoLMError, match="patches.stride=4, not 2"):
+        load_decoder(path, model, codebook, 2)
+    with pytest.raises(VideoLMError, match="no pixel decoder"):
+        load_decoder(tmp_path / "missing.pt", model, codebook, SIZE)
