@@ -2,6 +2,7 @@
 
 `CodeGrid` owns the code files (`save`, `load`); `encode_video` makes one from a frames file,
 writing it as it goes. Both create the file through `_codes_file`, so its layout is declared once.
+`encode_frames` is the encoding itself, of frames in memory (`videolm predict` uses it too).
 `codes/<video_id>.h5` holds `codes` uint16 (T, rows, cols) and, as attributes, the
 video's source and split and the codebook it was encoded with (k, patch size, stride,
 digest), so that a reader can refuse a stale pairing instead of training on garbage.
@@ -143,6 +144,14 @@ def _codes_file(path: str | Path, shape: tuple[int, int, int], codebook: Codeboo
                         "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
 
 
+def encode_frames(frames: np.ndarray, codebook: Codebook, stride: int) -> np.ndarray:
+    """(n, H, W) gray frames -> (n, rows, cols) uint16 codes: the nearest centroid of each patch
+    `stride` pixels apart (the remainder of the frame is cropped)."""
+    patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)
+    n, rows, cols, dim = patches.shape
+    return codebook.assign(patches.reshape(-1, dim)).reshape(n, rows, cols).astype(np.uint16)
+
+
 def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_frames: int,
                  out_path: Path) -> tuple[float, int, float, int]:
     """Encode one video's frames to `out_path`, `chunk_frames` frames at a time: each chunk's
@@ -159,9 +168,8 @@ def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_fram
     with _codes_file(out_path, shape, codebook, stride, video.source, video.train_end, video.val_end) as out:
         for start in range(0, video.n_frames, chunk_frames):
             frames = video.read(start, start + chunk_frames)  # (n, H, W) uint8
-            patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)
-            n, rows, cols, dim = patches.shape
-            codes = codebook.assign(patches.reshape(-1, dim)).reshape(n, rows, cols).astype(np.uint16)
+            codes = encode_frames(frames, codebook, stride)
+            n = len(codes)
             out[start:start + n] = codes
             rebuilt = codebook.decode(codes, stride)
             err = ((frames[:, :rebuilt.shape[1], :rebuilt.shape[2]].astype(np.float32) - rebuilt) ** 2)

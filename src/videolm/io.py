@@ -6,7 +6,7 @@
   gone) are removed by the next run that writes the same output.
 - Safe: a stage only ever replaces what it made itself. Each output carries its stage's mark
   (a `.videolm` file in a folder, an attribute of an HDF5 file, a key of a checkpoint, a text
-  chunk of a PNG, the comment of a GIF; `mark_of` reads it); a destination that exists without
+  chunk of a PNG, the comment of a GIF or MP4; `mark_of` reads it); a destination that exists without
   the writing stage's mark is refused with one line, never removed. JSON files (metrics and
   plot rows, small and kept in git) are the one exception: any JSON file may be replaced.
   `guard_outputs` runs these checks for all of a stage's outputs, and refuses outputs that
@@ -90,11 +90,32 @@ def mark_of(path: Path) -> str | None:
             import torch
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return checkpoint.get(MARK) if isinstance(checkpoint, dict) else None
+        if _is_mp4(path):
+            return _mp4_mark(path)
         with Image.open(path) as image:  # PNG text chunk, or GIF comment `videolm_stage=<stage>`
-            comment = image.info.get("comment", b"").decode(errors="replace")
-            return image.info.get(MARK) or (comment.split("=", 1)[1] if comment.startswith(MARK + "=") else None)
+            return image.info.get(MARK) or _mark_in_comment(image.info.get("comment", b"").decode(errors="replace"))
     except (OSError, ValueError, AttributeError, KeyError, RuntimeError, UnidentifiedImageError):
         return None
+
+
+def _mp4_mark(path: Path) -> str | None:
+    """The mark in an MP4's comment `videolm_stage=<stage>`."""
+    import av  # only here: the stages that read no video need not load FFmpeg
+    try:
+        with av.open(str(path)) as container:
+            return _mark_in_comment(container.metadata.get("comment", ""))
+    except av.error.FFmpegError:
+        return None
+
+
+def _mark_in_comment(comment: str) -> str | None:
+    return comment.split("=", 1)[1] if comment.startswith(MARK + "=") else None
+
+
+def _is_mp4(path: Path) -> bool:
+    """An ISO media file (MP4, MOV): its first box is `ftyp`."""
+    with open(path, "rb") as f:
+        return f.read(8)[4:] == b"ftyp"
 
 
 def _is_json(path: Path) -> bool:

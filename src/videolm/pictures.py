@@ -126,18 +126,53 @@ def upsample_cells(cells: np.ndarray, size: int, stride: int, shape: tuple[int, 
     return np.pad(blocks, pad, mode="edge")[:h, :w]
 
 
+def entropy_heat(entropy: np.ndarray, size: int, stride: int, shape: tuple[int, int], top: float) -> np.ndarray:
+    """(H, W, 3) uint8: the entropy (bits) at each code cell (rows, cols) as a colour map over the
+    frame's pixels, black at 0 bits, pale yellow at `top` bits."""
+    return colormap(upsample_cells(entropy, size, stride, shape) / top)
+
+
 def entropy_picture(frame: np.ndarray, entropy: np.ndarray, size: int, stride: int) -> np.ndarray:
     """RGB picture: the frame, the entropy (bits) of the model's prediction at each code cell
     as a colour map, and the two blended; a colour bar with its scale underneath."""
     gray = _to_uint8(frame)
     top = max(float(entropy.max()), 1e-9)
-    heat = colormap(upsample_cells(entropy, size, stride, gray.shape) / top)
+    heat = entropy_heat(entropy, size, stride, gray.shape, top)
     blend = np.rint(0.5 * np.repeat(gray[..., None], 3, -1) + 0.5 * heat).astype(np.uint8)
     row = stack([gray, heat, blend], 1)
     bar = colormap(np.repeat(np.linspace(0, 1, 256)[None], 10, 0))
     scale = stack([text_image("0 bits", LABEL_HEIGHT, 50), bar, text_image(f"{top:.1f} bits", LABEL_HEIGHT, 70)], 1)
     title = text_image("frame | entropy of the model's predicted code distribution | overlay", LABEL_HEIGHT, row.shape[1])
     return stack([title, row, scale], 0)
+
+
+PREDICTION_ROWS = ("truth", "prediction", "entropy")
+
+
+def prediction_panels(truth: np.ndarray, predicted: np.ndarray, entropy: np.ndarray, size: int, stride: int,
+                      top: float) -> list[np.ndarray]:
+    """One predicted frame's `PREDICTION_ROWS`: the true frame and the prediction (gray, (H, W)) and
+    the entropy of the predicted code distribution at each cell (RGB, 0 to `top` bits)."""
+    return [_to_uint8(truth), _to_uint8(predicted), entropy_heat(entropy, size, stride, truth.shape, top)]
+
+
+def prediction_animation(panels: list[list[np.ndarray]], frames: list[int], n_frames: int,
+                         top: float) -> list[np.ndarray]:
+    """Animation frames: each predicted frame's panels side by side under their names, and a line
+    saying which of the video's `n_frames` it is (`frames`: 0-based indices) and the colour scale."""
+    width = panels[0][0].shape[1]
+    header = stack([text_image(name, LABEL_HEIGHT, width) for name in PREDICTION_ROWS], 1)
+    return [stack([text_image(f"frame {t + 1}/{n_frames}, entropy 0-{top:.1f} bits", LABEL_HEIGHT, header.shape[1]),
+                   header, stack(row, 1)], 0, 0)
+            for t, row in zip(frames, panels)]
+
+
+def prediction_strip(panels: list[list[np.ndarray]], frames: list[int], title: str) -> np.ndarray:
+    """One column per predicted frame (`frames`: 0-based indices), rows `PREDICTION_ROWS`, labelled,
+    under a `title` line."""
+    body = stack([stack([row[r] for row in panels], 1) for r in range(len(PREDICTION_ROWS))], 0)
+    grid = _with_labels(body, list(PREDICTION_ROWS), [f"frame {t + 1}" for t in frames], panels[0][0].shape)
+    return stack([text_image(title, LABEL_HEIGHT, grid.shape[1]), grid], 0, 0)
 
 
 def save_png(path: str | Path, image: np.ndarray, stage: str) -> None:
@@ -149,8 +184,27 @@ def save_png(path: str | Path, image: np.ndarray, stage: str) -> None:
 
 
 def save_gif(path: str | Path, frames: list[np.ndarray], stage: str, duration_ms: int = 250) -> None:
-    """An endlessly looping animated GIF of gray uint8 frames of one size, `stage`'s mark as its comment."""
+    """An endlessly looping animated GIF of uint8 frames (gray or RGB) of one size, `stage`'s mark as its comment."""
     images = [Image.fromarray(f) for f in frames]
     with atomic_path(path, stage) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms,
                        loop=0, optimize=False, comment=f"{MARK}={stage}")
+
+
+def save_mp4(path: str | Path, frames: list[np.ndarray], stage: str, fps: int) -> None:
+    """An H.264 MP4 of uint8 frames (gray or RGB) of one size, padded with white to even sides (as
+    yuv420p needs), `stage`'s mark as its comment. The same frames give the same bytes: x264 on one
+    thread, without macroblock-tree rate control (benchmarks/drill.py `write_clip` says why)."""
+    import av  # only here: the stages that draw pictures read no video
+
+    height, width = frames[0].shape[:2]
+    pad = [(0, height % 2), (0, width % 2)]
+    with atomic_path(path, stage) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        container.metadata["comment"] = f"{MARK}={stage}"
+        stream = container.add_stream("libx264", rate=fps, options={"threads": "1", "x264-params": "mbtree=0"})
+        stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+        for frame in frames:
+            even = np.pad(frame, pad + [(0, 0)] * (frame.ndim - 2), constant_values=255)
+            picture = av.VideoFrame.from_ndarray(even, format="rgb24" if frame.ndim == 3 else "gray")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())

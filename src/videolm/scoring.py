@@ -33,6 +33,16 @@ class Scores:
     def mean(self, name: str) -> float:
         return self.nll[name] / max(self.count, 1)
 
+    def summary(self) -> dict:
+        """Bits per patch and perplexity of the model and each baseline, and the model's perplexity
+        relative to copy-previous."""
+        out = {}
+        for name in self.nll:
+            out[f"{name}_bits_per_patch"] = bits_per_patch(self.mean(name))
+            out[f"{name}_perplexity"] = perplexity(self.mean(name))
+        out["model_vs_copy_previous_perplexity"] = out["model_perplexity"] / out["copy_previous_perplexity"]
+        return out
+
 
 @torch.no_grad()
 def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 8):
@@ -103,11 +113,7 @@ def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
     scores = score_part(model, grids, "test", baselines, add_psnr_terms)
     if scores.count == 0:
         raise VideoLMError("no test frames to evaluate (check data.test_fraction and the split)")
-    metrics = {"test_patches": scores.count}
-    for name in scores.nll:
-        metrics[f"{name}_bits_per_patch"] = bits_per_patch(scores.mean(name))
-        metrics[f"{name}_perplexity"] = perplexity(scores.mean(name))
-    metrics["model_vs_copy_previous_perplexity"] = metrics["model_perplexity"] / metrics["copy_previous_perplexity"]
+    metrics = {"test_patches": scores.count, **scores.summary()}
     for name, total in sq.items():
         metrics[f"psnr_1step_{name}"] = psnr_from_mse(total / pixels[0])
     return metrics

@@ -1,0 +1,193 @@
+"""`videolm predict VIDEO`: the trained model's 1-step predictions of one video it has not seen.
+
+Why: the pipeline scores the model only on its own test split, and in aggregate. This command
+shows what the model makes of any one video, seen exactly as the training videos were: decoded
+with the workspace's `data` params and encoded with its codebook. Every frame t >= 1 is predicted
+from all the real frames before it (the model's state carried through, as in evaluation), and
+written next to the truth and the entropy of the predicted code distribution at each cell, with
+the model's bits per patch against the copy-previous baseline's. Into --out go:
+
+- `<stem>.gif` (or `.mp4`): truth | prediction | entropy, one frame per predicted frame;
+- `<stem>.png`: up to 8 evenly spaced predicted frames, rows truth, prediction, entropy;
+- `<stem>.json`: the numbers (sorted keys, nothing that changes from run to run).
+
+Each file is written atomically and carries the `predict` mark (`videolm.io`): a file in the way
+that the command did not make is refused, never replaced. The video is held in memory (its gray
+frames, codes and predictions): this is for clips, not films. The copy-previous baseline is fit
+on the workspace's training codes, read one video at a time (seconds here; minutes for a
+UCF-101-sized workspace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from videolm.baselines import Baselines, fit_baselines
+from videolm.cli import user_errors
+from videolm.codebook import Codebook
+from videolm.codes import CodeGrid, encode_frames, load_code_grids
+from videolm.config import DataConfig, load_params
+from videolm.errors import VideoLMError
+from videolm.io import guard_outputs, write_json
+from videolm.metrics import psnr_from_mse
+from videolm.models import load_model
+from videolm.pictures import prediction_animation, prediction_panels, prediction_strip, save_gif, save_mp4, save_png
+from videolm.scoring import score_part
+from videolm.video import decode_gray, video_fps
+
+STAGE = "predict"  # the mark on the files it writes
+STRIP_FRAMES = 8  # predicted frames shown in the PNG
+DEFAULT_FPS = 10  # of the animation, where the video does not say its frame rate
+
+
+def predicted_frame(logp: torch.Tensor, codebook: Codebook, stride: int) -> np.ndarray:
+    """The (H, W) float gray frame predicted from the model's code distribution `logp` (rows, cols, k):
+    the most likely code at every cell, decoded by the codebook.
+
+    The one place where a prediction becomes pixels: a learned pixel decoder goes here (it will
+    also want the model's state and the last real frame)."""
+    return codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0]
+
+
+def read_video(path: Path, data: DataConfig, patch_size: int) -> np.ndarray:
+    """(T, H, W) uint8 gray frames, decoded as the training videos were (data.scale,
+    data.frame_stride, data.max_frames); at least 2 frames, each holding a patch."""
+    frames = list(decode_gray(path, data.scale, data.frame_stride, data.max_frames))
+    if len(frames) < 2:
+        raise VideoLMError(f"{path}: {len(frames)} frame(s) after data.frame_stride={data.frame_stride} and "
+                           f"data.max_frames={data.max_frames}; at least 2 are needed (one to predict from)")
+    height, width = frames[0].shape
+    if min(height, width) < patch_size:
+        raise VideoLMError(f"{path}: its frames are {width}x{height} after data.scale={data.scale}, smaller than "
+                           f"the codebook's {patch_size}x{patch_size} patches")
+    return np.stack(frames)
+
+
+@dataclass
+class Prediction:
+    """A video's 1-step predictions: for each predicted frame t (>= 1), the truth and the
+    prediction cropped to the patch grid (H', W'), and the entropy (bits) at each cell."""
+
+    indices: list[int] = field(default_factory=list)  # of the predicted frames in the video, from 0
+    truth: list[np.ndarray] = field(default_factory=list)
+    predicted: list[np.ndarray] = field(default_factory=list)
+    entropy: list[np.ndarray] = field(default_factory=list)
+
+
+def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codebook, stride: int,
+                   baselines: Baselines, name: str) -> tuple[dict, Prediction]:
+    """Every frame t >= 1 of one video predicted from all the frames before it and scored, as the
+    evaluation scores a test video (`score_part`). Returns the metrics and the `Prediction`."""
+    prediction = Prediction()
+    squared_error = {"model": 0.0, "copy_last": 0.0}
+    bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
+
+    def keep(grid: CodeGrid, t: int, logp: torch.Tensor) -> None:
+        predicted = predicted_frame(logp, codebook, stride)
+        h, w = predicted.shape
+        truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w]
+        squared_error["model"] += float(((truth - predicted) ** 2).sum())
+        squared_error["copy_last"] += float(((truth - previous) ** 2).sum())
+        prediction.indices.append(t)
+        prediction.truth.append(frames[t, :h, :w])
+        prediction.predicted.append(predicted)
+        prediction.entropy.append((-(logp.exp() * logp).sum(-1) / math.log(2)).cpu().numpy())
+        bar.update()
+
+    with bar:
+        scores = score_part(model, [CodeGrid(name, codes, train_end=0, val_end=0)], "test", baselines, keep)
+    pixels = len(prediction.truth) * prediction.truth[0].size
+    metrics = {"frames": len(frames), "frame_size": list(frames.shape[1:]), "grid": list(codes.shape[1:]),
+               "patches_scored": scores.count, **scores.summary(),
+               "model_entropy_bits_per_patch": float(np.mean(prediction.entropy)),
+               **{f"psnr_1step_{method}": psnr_from_mse(total / pixels) for method, total in squared_error.items()}}
+    metrics["model_vs_copy_previous_bits"] = metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"]
+    return metrics, prediction
+
+
+def write_outputs(outputs: dict[str, Path], prediction: Prediction, metrics: dict, codebook: Codebook, stride: int,
+                  fps: int) -> None:
+    """The animation (GIF or MP4, by its suffix), the PNG strip and the JSON metrics of a video's predictions."""
+    top = max(max(float(e.max()) for e in prediction.entropy), 1e-9)  # bits: the colour scale's top
+    panels = [prediction_panels(truth, predicted, entropy, codebook.size, stride, top)
+              for truth, predicted, entropy in zip(prediction.truth, prediction.predicted, prediction.entropy)]
+    animation = prediction_animation(panels, prediction.indices, metrics["frames"], top)
+    if outputs["animation"].suffix == ".gif":
+        save_gif(outputs["animation"], animation, STAGE, duration_ms=round(1000 / fps))
+    else:
+        save_mp4(outputs["animation"], animation, STAGE, fps)
+    shown = sorted(set(np.linspace(0, len(panels) - 1, min(STRIP_FRAMES, len(panels))).round().astype(int)))
+    title = f"{outputs['strip'].stem}: each frame predicted from the frames before it; entropy 0-{top:.1f} bits"
+    save_png(outputs["strip"], prediction_strip([panels[i] for i in shown], [prediction.indices[i] for i in shown],
+                                                title), STAGE)
+    write_json(outputs["metrics"], metrics, STAGE)
+
+
+def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gif") -> dict:
+    """Predict every frame of `video` with the model of `workspace` and write the outputs into `out`
+    (see the module docstring); returns the metrics written to `<stem>.json`."""
+    if out.exists() and not out.is_dir():
+        raise VideoLMError(f"--out {out}: a file, not a folder")
+    params = load_params(workspace, [])
+    paths = {key: workspace / getattr(params.paths, key) for key in ("codebook", "model", "codes")}
+    outputs = {name: out / f"{video.stem}.{suffix}"
+               for name, suffix in (("animation", animation_format), ("strip", "png"), ("metrics", "json"))}
+    guard_outputs(STAGE, {"VIDEO": video, **{f"paths.{key}": path for key, path in paths.items()}},
+                  {"--out": list(outputs.values())})
+    if params.eval.threads:
+        torch.set_num_threads(params.eval.threads)
+    codebook = Codebook.load(paths["codebook"])
+    if codebook.size != params.patches.size:
+        raise VideoLMError(f"{paths['codebook']}: a codebook of {codebook.size}x{codebook.size} patches, but "
+                           f"{workspace / 'params.yaml'} has patches.size={params.patches.size}: rerun the "
+                           f"pipeline (dvc repro)")
+    model = load_model(paths["model"], codebook)
+    frames = read_video(video, params.data, codebook.size)
+    baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
+
+    stride = params.patches.stride
+    codes = encode_frames(frames, codebook, stride)
+    metrics, prediction = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem)
+    metrics.update({"video": str(video), "codebook_digest": codebook.digest,
+                    "model_md5": hashlib.md5(paths["model"].read_bytes()).hexdigest()})  # as dvc.lock records it
+    rate = video_fps(video) / params.data.frame_stride  # of the frames kept; 0 where unknown
+    fps = max(1, round(rate)) if rate else DEFAULT_FPS
+    write_outputs(outputs, prediction, metrics, codebook, stride, fps)
+    return metrics
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    out = args.out or Path("predictions") / args.video.stem
+    metrics = predict(args.video, args.workspace, out, args.format)
+    print(f"{out}: model {metrics['model_bits_per_patch']:.3f} bits per patch, copy-previous "
+          f"{metrics['copy_previous_bits_per_patch']:.3f}; 1-step PSNR model {metrics['psnr_1step_model']:.2f} dB, "
+          f"copy-last {metrics['psnr_1step_copy_last']:.2f} dB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `videolm` command: `videolm predict VIDEO [--workspace DIR] [--out DIR] [--format gif|mp4]`."""
+    parser = argparse.ArgumentParser(prog="videolm", description="Video language modeling over k-means patch codes.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict_parser = commands.add_parser("predict", help="the trained model's 1-step predictions of a video",
+                                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict_parser.add_argument("video", type=Path, help="the video file")
+    predict_parser.add_argument("--workspace", type=Path, default=Path("."),
+                                help="the trained pipeline's folder: params.yaml and its outputs (default: .)")
+    predict_parser.add_argument("--out", type=Path, help="folder of the outputs (default: predictions/<video stem>)")
+    predict_parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="of the animation")
+    predict_parser.set_defaults(run=predict_command)
+    args = parser.parse_args(argv)
+    with user_errors():
+        args.run(args)
+
+
+if __name__ == "__main__":
+    main()
