@@ -109,10 +109,10 @@ def test_bad_override_is_one_line_naming_it(root, override, message):
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("  lr: 0.002", "  lrr: 0.002", "train.lrr: no such key (a typo?)"),
+    ("  lr: 0.002\n", "  lrr: 0.002\n", "train.lrr: no such key (a typo?)"),
     ("seed: 0 ", "sed: 0 ", "sed: no such key (a typo?)"),
     ("  k: 1024", "  k: abc", "codebook.k='abc' is not allowed: Input should be a valid integer"),
-    ("  lr: 0.002", "  lr: .nan", "train.lr=nan is not allowed: Input should be a finite number"),
+    ("  lr: 0.002\n", "  lr: .nan\n", "train.lr=nan is not allowed: Input should be a finite number"),
     ("  weight_decay: 0.0", "  weight_decay: .inf", "train.weight_decay=inf is not allowed: Input should be a finite"),
     ("  stride: 8", "  stride: 16", "patches.stride=16 is not allowed: must be <= patches.size (8)"),
 ])
@@ -124,7 +124,7 @@ def test_bad_file_is_one_line_naming_the_key(root, old, new, message):
 
 
 def test_yaml_syntax_error_names_file_and_line(root):
-    edit(root, "  lr: 0.002", "  lr: 0.002: oops")
+    edit(root, "  lr: 0.002\n", "  lr: 0.002: oops\n")
     line = 1 + (root / "params.yaml").read_text().splitlines().index("  lr: 0.002: oops")
     with pytest.raises(ConfigError, match=rf"params\.yaml:{line}: mapping values are not allowed here$"):
         load_params(root)

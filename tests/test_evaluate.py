@@ -14,12 +14,13 @@ import yaml
 from conftest import K, frames_of, moving_grid, tiny_model
 from PIL import Image
 
-from videolm.checkpoint import Checkpoint
-from videolm.config import EvalConfig, Params, PathsConfig, PatchesConfig
+from videolm.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
+from videolm.config import DecoderConfig, EvalConfig, Params, PathsConfig, PatchesConfig
 from videolm.errors import VideoLMError
 from videolm.frames import write_frames
 from videolm.generate import METHODS
 from videolm.metrics import MEASURES
+from videolm.pixel_decoder import PixelDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 4
@@ -31,7 +32,7 @@ def write_workspace(root: Path, codebook) -> Params:
     frames = frames_of(codebook, grids)
     paths = PathsConfig(frames=str(root / "data/frames"), codes=str(root / "data/codes"),
                         codebook=str(root / "data/codebook.h5"), model=str(root / "models/model.pt"),
-                        metrics=str(root / "metrics"), plots=str(root / "plots"))
+                        decoder=str(root / "models/decoder.pt"), metrics=str(root / "metrics"), plots=str(root / "plots"))
     for folder in (paths.frames, paths.codes):
         Path(folder).mkdir(parents=True)
     for g in grids:
@@ -42,6 +43,9 @@ def write_workspace(root: Path, codebook) -> Params:
     codebook.save(paths.codebook)
     model = tiny_model(codebook)
     Checkpoint(model.state_dict(), model.cfg.model_dump(), K, codebook.digest).save(paths.model)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)  # untrained: copies
+    DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
+                      SIZE).save(paths.decoder)
     return Params(paths=paths, patches=PatchesConfig(size=SIZE, stride=SIZE),
                   eval=EvalConfig(context=2, horizon=3, clip_stride=2, n_pictures=2, threads=1))
 

@@ -26,6 +26,7 @@ TINY = {
     "codebook": {"k": 32, "max_iter": 3, "batch_size": 256},
     "model": {"embed_dim": 8, "hidden": 16},
     "train": {"epochs": 2, "steps_per_epoch": 5, "batch_size": 4, "bptt": 4, "crop": 4},
+    "decoder": {"width": 4, "steps": 4, "batch_size": 2, "crop": 4, "context": 1, "horizon": 2, "val_every": 2},
     "eval": {"n_pictures": 1, "context": 2, "horizon": 3},
 }
 

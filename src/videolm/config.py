@@ -250,15 +250,15 @@ class DecoderConfig(_Section):
     own rollouts over random crops of training frames."""
 
     width: int = Field(64, ge=1, description="feature maps of the decoder's convolutions")
-    steps: int = Field(1500, ge=1, description="optimizer steps")
+    steps: int = Field(600, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="crops per step (each gives `horizon` extrapolated frames and "
                                                  "one filled frame)")
     crop: int = Field(12, ge=1, description="side of the random spatial crop, in code cells")
     context: int = Field(2, ge=1, description="real frames the model sees before it rolls out (as eval.context)")
     horizon: int = Field(10, ge=1, description="frames rolled out per crop (as eval.horizon)")
-    lr: float = Field(1e-3, gt=0, le=FLOAT32_MAX, description="Adam learning rate (the peak of a cosine schedule)")
+    lr: float = Field(2e-3, gt=0, le=FLOAT32_MAX, description="Adam learning rate (the peak of a cosine schedule)")
     gdl_weight: float = Field(1.0, ge=0, description="weight of the gradient difference loss beside L1; 0 = L1 only")
-    val_every: int = Field(250, ge=1, description="steps between validations; the best weights are kept")
+    val_every: int = Field(100, ge=1, description="steps between validations; the best weights are kept")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
 
 

@@ -15,6 +15,7 @@ Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from videolm.frames import VideoFrames
 from videolm.generate import rollout_steps
 from videolm.metrics import Pool, moving_mask
 from videolm.pixel_decoder import PixelDecoder, gradient_difference_loss
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,7 +151,8 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
 def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], codebook: Codebook, stride: int,
                   cfg: DecoderConfig, seed: int, motion_threshold: float) -> tuple[PixelDecoder, dict]:
     """Train a `PixelDecoder` on `model` (frozen); return it with the best validation weights, and a
-    summary (the best step and its validation metrics)."""
+    summary (the best step and its validation metrics). Without validation frames long enough for
+    one clip, the last weights are kept (and the summary says val_clips 0)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -157,8 +161,8 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     crops = DecoderCrops(grids, videos, cfg, codebook.size, stride, seed)
     val = validation_clips(grids, videos, cfg, codebook.size, stride)
     if not val:
-        raise VideoLMError(f"no validation stretch has decoder.context + max(decoder.horizon, 2) = "
-                           f"{cfg.context + frames_needed(cfg.horizon)} frames (lower them or raise data.val_fraction)")
+        log.warning(f"no validation stretch has decoder.context + max(decoder.horizon, 2) = "
+                    f"{cfg.context + frames_needed(cfg.horizon)} frames: the last weights are kept, unvalidated")
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
     best, best_metrics, best_step = None, None, 0
@@ -173,13 +177,18 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
         optimizer.step()
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+        if val and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
             metrics = validate(model, decoder, val, cfg, motion_threshold)
-            tqdm.write(f"step {step + 1}: val loss {metrics['val_loss']:.4f}, moving PSNR extrapolated "
-                       f"{metrics['val_extrapolate_psnr_moving_decoder']:.2f} dB (copy last "
-                       f"{metrics['val_extrapolate_psnr_moving_copy_last']:.2f}), filled "
-                       f"{metrics['val_fill_psnr_moving_decoder']:.2f} dB")
+            tqdm.write(f"step {step + 1}: val loss {metrics['val_loss']:.4f}; moving PSNR, extrapolated "
+                       f"{_db(metrics['val_extrapolate_psnr_moving_decoder'])} (copy last "
+                       f"{_db(metrics['val_extrapolate_psnr_moving_copy_last'])}), filled "
+                       f"{_db(metrics['val_fill_psnr_moving_decoder'])}")
             if best_metrics is None or metrics["val_loss"] < best_metrics["val_loss"]:
                 best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
-    decoder.load_state_dict(best)
-    return decoder.eval(), {"best_step": best_step, "val_clips": len(val), **best_metrics}
+    if best is not None:
+        decoder.load_state_dict(best)
+    return decoder.eval(), {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
+
+
+def _db(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} dB"
