@@ -16,8 +16,10 @@ missing frame and the frame after it, over a few candidate codes per location:
   offset once, and sweeps stop early when nothing changes.
 
 `evaluate_filling` leaves out the first frame after each test clip's context, fills it from
-the context and the frame after it, and compares it (PSNR / SSIM, full and moving) with the
-average of its two neighbours and with interpolation in flow space.
+the context and the frame after it, and compares it (PSNR / SSIM / sharpness, full and moving)
+with the average of its two neighbours and with interpolation in flow space. Given the pixel
+decoder, it also fills in pixels: the decoder's frame from the forward prediction, its state
+and both real neighbours ("model_pixels").
 """
 
 from __future__ import annotations

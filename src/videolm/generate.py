@@ -2,9 +2,12 @@
 own predictions, and measure them in pixels against the baselines.
 
 Test clips of `eval.context` real frames then `eval.horizon` frames; the model sees only the
-clip's context and feeds its own predictions back. At every horizon it is compared, in PSNR
-and SSIM on the full frame and on the moving region (pixels where the true frame differs
-from the last context frame by more than `eval.motion_threshold` gray levels), with copying
+clip's context and feeds its own predictions back. Its predictions become pixels two ways: the
+chosen codes decoded by the codebook ("model"), and the pixel decoder's frames made of each
+predicted distribution, the state and the last context frame ("model_pixels"). At every
+horizon they are compared, in PSNR, SSIM and sharpness on the full frame and on the moving
+region (pixels where the true frame differs from the last context frame by more than
+`eval.motion_threshold` gray levels), with copying
 the last context frame (its pixels, and its codes: the same copy seen through the
 codebook), constant optical flow, and the codebook's reconstruction of the true codes (the
 best any prediction of codes can do, up to choosing codes for pixels instead of patches).
