@@ -113,26 +113,21 @@ def with_own_predictions(model: torch.nn.Module, inputs: torch.Tensor, fraction:
     code drawn from the model's prediction for it: parallel scheduled sampling (Duckworth et al. 2019).
 
     At generation the model reads its own output, never seen in training on true frames only; here
-    it is trained to go on from it. The prediction of frame t comes from the inputs before it, all
-    frames at once (one pass without gradients, dropout off as at generation); each further pass
-    predicts from the last pass's mixed inputs, so that predictions of predictions are seen.
+    it is trained to go on from it. The predictions of all frames come from one pass over the inputs
+    (no gradients; dropout off, as at generation), and codes are drawn only for the cells replaced:
+    the output layer, most of the pass's cost, runs on `fraction` of them. Each further pass predicts
+    from the last pass's mixed inputs, so that predictions of predictions are seen.
     """
     model.eval()
     mixed = inputs
     with torch.no_grad():
         for _ in range(passes):
-            feats, weight, bias, _ = model.head_inputs(mixed[:, :-1])  # the last frame's prediction is not an input
-            drawn = sample_linear(feats, weight, bias, generator)  # (B, T - 1, H, W): frames 1..T-1
-            mixed = mix_codes(inputs, drawn, fraction, generator)
+            replace = torch.rand(inputs[:, 1:].shape, generator=generator, device=inputs.device) < fraction
+            feats, weight, bias, _ = model.head_inputs(mixed[:, :-1])  # (B, T - 1, H, W, D): frames 1..T-1
+            mixed = inputs.clone()
+            mixed[:, 1:][replace] = sample_linear(feats[replace], weight, bias, generator)  # (replaced,)
     model.train()
     return mixed
-
-
-def mix_codes(inputs: torch.Tensor, drawn: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """inputs (B, T, H, W) with each cell of frames 1..T-1 replaced by its code in `drawn` (B, T - 1, H, W)
-    with probability `fraction`; frame 0, the crop's start, is kept."""
-    replace = torch.rand(drawn.shape, generator=generator, device=drawn.device) < fraction  # (B, T - 1, H, W)
-    return torch.cat([inputs[:, :1], torch.where(replace, drawn, inputs[:, 1:])], 1)
 
 
 def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params, world: int = 1) -> str:
