@@ -210,6 +210,15 @@ class TrainConfig(_Section):
                                                   "(the crop grows to fit)")
     reverse_time: bool = Field(True, description="augmentation: play half the crops backwards")
     mirror: bool = Field(False, description="augmentation: mirror half the crops left-right (codes remapped)")
+    own_predictions: float = Field(
+        0.0, ge=0, lt=1, description="the fraction of the input cells of every crop frame after the first replaced "
+                                     "by a code drawn from the model's own prediction for it (parallel scheduled "
+                                     "sampling, Duckworth et al. 2019), so that it learns to go on from its own "
+                                     "output as in generation; the targets stay the true codes, and the training "
+                                     "loss is that of the mixed inputs; 0 = off")
+    own_passes: int = Field(1, ge=1, description="with own_predictions > 0: prediction passes, each drawing from the "
+                                                 "inputs the one before mixed, so that predictions of predictions "
+                                                 "(up to own_passes steps ahead) are seen")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="the optimizer")
     lr: float = Field(2e-3, gt=0, le=FLOAT32_MAX, description="learning rate (the peak, with schedule=cosine)")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule")
@@ -236,6 +245,13 @@ class TrainConfig(_Section):
     val_videos: int = Field(0, ge=0, description="validation videos scored after each epoch: a fixed subset drawn "
                                                  "with the seed; 0 = all (at UCF-101 scale a full pass costs more "
                                                  "than an epoch on a CPU)")
+
+    @model_validator(mode="after")
+    def _own_predictions_need_two_frames(self) -> TrainConfig:
+        if self.own_predictions and self.bptt < 2:
+            raise _not_allowed(f"train.own_predictions={self.own_predictions} with train.bptt={self.bptt}",
+                               "only input frames after a crop's first are replaced: bptt must be >= 2")
+        return self
 
     @model_validator(mode="after")
     def _batch_shared_by_processes(self) -> TrainConfig:

@@ -13,6 +13,12 @@ Given a resume path, the run saves a `TrainState` at each epoch end (and every
 last one to the same final bits. Saving draws no random numbers, so a run that saves states
 computes exactly what one that does not computes.
 
+With `train.own_predictions` > 0 the inputs of each step are partly the model's own: a pass
+without gradients draws a code for every cell from its prediction, and a fraction of the input
+cells are replaced by them (`with_own_predictions`). These draws come from a generator seeded
+by (seed, step, rank), not from torch's: a run with it off draws exactly what it drew before
+the option existed, and a resumed run draws what the stopped one would have, with nothing saved.
+
 Under torchrun (`distributed.py`) each of the N ranks trains a DistributedDataParallel copy on
 its 1/N of every global batch of `train.batch_size` crops, so the course is that of one process
 with the same batch (up to float sums and dropout masks); validation videos are shared out and
@@ -45,7 +51,7 @@ from videolm.dataset import CodeGridDataset, CropSampler
 from videolm.distributed import Ranks, resolve_device
 from videolm.errors import VideoLMError
 from videolm.models import build_model
-from videolm.models.linear_ce import IGNORE
+from videolm.models.linear_ce import IGNORE, sample_linear
 from videolm.scoring import score_part
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,37 @@ def without_border(targets: torch.Tensor, margin: int) -> torch.Tensor:
     out = torch.full_like(targets, IGNORE)
     out[..., margin:-margin, margin:-margin] = targets[..., margin:-margin, margin:-margin]
     return out
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """A generator of its own for training step `step` of process `rank`: its draws depend on nothing
+    but these numbers, so a resumed run needs no state of it, and drawing from it leaves torch's
+    generator (dropout, the loader's seed) where it would be without."""
+    [state] = np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)
+    return torch.Generator(device).manual_seed(int(state))
+
+
+def with_own_predictions(model: torch.nn.Module, inputs: torch.Tensor, fraction: float, passes: int,
+                         generator: torch.Generator) -> torch.Tensor:
+    """inputs (B, T, H, W) with each cell of frames 1..T-1 replaced, with probability `fraction`, by a
+    code drawn from the model's prediction for it: parallel scheduled sampling (Duckworth et al. 2019).
+
+    At generation the model reads its own output, never seen in training on true frames only; here
+    it is trained to go on from it. The predictions of all frames come from one pass over the inputs
+    (no gradients; dropout off, as at generation), and codes are drawn only for the cells replaced:
+    the output layer, most of the pass's cost, runs on `fraction` of them. Each further pass predicts
+    from the last pass's mixed inputs, so that predictions of predictions are seen.
+    """
+    model.eval()
+    mixed = inputs
+    with torch.no_grad():
+        for _ in range(passes):
+            replace = torch.rand(inputs[:, 1:].shape, generator=generator, device=inputs.device) < fraction
+            feats, weight, bias, _ = model.head_inputs(mixed[:, :-1])  # (B, T - 1, H, W, D): frames 1..T-1
+            mixed = inputs.clone()
+            mixed[:, 1:][replace] = sample_linear(feats[replace], weight, bias, generator)  # (replaced,)
+    model.train()
+    return mixed
 
 
 def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params, world: int = 1) -> str:
@@ -188,8 +225,12 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
                    initial=done, leave=False, disable=not ranks.main)
         for i in bar:
             clip = next(batches).to(device, non_blocking=True)  # (B / ranks, bptt + 1, crop + 2m, crop + 2m)
+            inputs = clip[:, :-1]  # (B / ranks, bptt, crop + 2m, crop + 2m)
             with torch.autocast(device.type, torch.bfloat16, enabled=t.precision == "bf16"):
-                _, loss, _ = net(clip[:, :-1], targets=without_border(clip[:, 1:], margin))
+                if t.own_predictions:
+                    generator = step_generator(params.seed, state.step, ranks.rank, device)
+                    inputs = with_own_predictions(model, inputs, t.own_predictions, t.own_passes, generator)
+                _, loss, _ = net(inputs, targets=without_border(clip[:, 1:], margin))
             value = ranks.sum([loss.item()])[0] / ranks.world  # the global batch's loss, the same on every rank
             if not value < MAX_LOSS:
                 raise diverged(params, f"training loss is {value:.4g} at epoch {epoch}, step {i + 1} of "

@@ -84,6 +84,18 @@ class RCNN(nn.Module):
         cross-entropy, computed chunk by chunk without ever holding the logits (`linear_ce`).
         `state` (B, hidden, H, W) continues the sequence.
         """
+        feats, weight, bias, state = self.head_inputs(codes, state)
+        if targets is not None:
+            return None, linear_cross_entropy(feats, weight, bias, targets), state
+        return F.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
+
+    def head_inputs(self, codes: torch.Tensor, state: torch.Tensor | None = None):
+        """codes (B, T, H, W) int64 -> (feats (B, T, H, W, D), weight (k, D), bias (k,), state).
+
+        The next frame's scores are `feats @ weight.T + bias`; they are returned unmultiplied so
+        that callers can take them a chunk of rows at a time (the loss, `sample_linear`) instead of
+        holding all (B*T*H*W, k) of them. `state` (B, hidden, H, W) continues the sequence.
+        """
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
         x = table[codes].permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)  # (B*T, E, H, W)
@@ -102,9 +114,7 @@ class RCNN(nn.Module):
             feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
         else:  # scores = out(feats) table^T + b
             feats, weight, bias = self.out(feats), table, self.out_bias  # (.., E), (k, E), (k,)
-        if targets is not None:
-            return None, linear_cross_entropy(feats, weight, bias, targets), state
-        return F.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
+        return feats, weight, bias, state
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
