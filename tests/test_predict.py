@@ -23,12 +23,15 @@ from conftest import K, PATCH, moving_grid, tiny_model, write_video
 from PIL import Image
 
 from videolm.baselines import fit_baselines
-from videolm.checkpoint import Checkpoint
+from videolm.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
 from videolm.codebook import Codebook
 from videolm.codes import encode_frames, load_code_grids
+from videolm.config import DecoderConfig
 from videolm.io import mark_of
+from videolm.metrics import MEASURES
 from videolm.models import load_model
 from videolm.pictures import GAP, LABEL_HEIGHT
+from videolm.pixel_decoder import PixelDecoder
 from videolm.predict import main
 from videolm.video import decode_gray
 
@@ -111,6 +114,7 @@ def test_metrics_match_a_direct_computation(run, codebook):
     assert metrics["model_vs_copy_previous_bits"] == pytest.approx(
         metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"])
     assert metrics["psnr_1step_copy_last"] == pytest.approx(10 * math.log10(255 ** 2 / copy_mse))
+    assert metrics["shown"] == "model_codes" and "psnr_1step_model_pixels" not in metrics  # no decoder here
     assert 0 <= metrics["model_entropy_bits_per_patch"] <= math.log2(K)
     assert metrics["video"] == str(video) and metrics["codebook_digest"] == codebook.digest
     assert metrics["model_md5"] == hashlib.md5((workspace / "models/model.pt").read_bytes()).hexdigest()
@@ -189,3 +193,20 @@ def test_refuses_an_output_folder_that_is_a_file_or_a_file_it_did_not_make(tmp_p
         assert expected in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine\n" and (tmp_path / "out/square.png").read_bytes() == b"mine"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["square.png"]
+
+
+def test_the_workspace_decoder_makes_the_pictures(tmp_path, codebook):
+    """With a pixel decoder in the workspace its frames are shown and scored beside the codes'; an
+    untrained one copies the frame before, so it scores exactly as copy-last does."""
+    workspace = write_workspace(tmp_path / "ws", codebook)
+    model = load_model(workspace / "models/model.pt", codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, PATCH)
+    DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
+                      PATCH).save(workspace / "models/decoder.pt")
+    video = square_video(tmp_path / "square.mp4")
+    main(["predict", str(video), "--workspace", str(workspace), "--out", str(tmp_path / "out")])
+    metrics = json.loads((tmp_path / "out/square.json").read_text())
+    assert metrics["shown"] == "model_pixels"
+    for measure in MEASURES:
+        assert metrics[f"{measure}_1step_model_pixels"] == metrics[f"{measure}_1step_copy_last"], measure
+    assert metrics["psnr_1step_model_codes"] != metrics["psnr_1step_copy_last"]

@@ -90,15 +90,18 @@ def test_predict_video_matches_one_pass(codebook):
     model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
     grid = moving_grid()
     out = list(predict_video(model, grid.codes, TRAIN_END, VAL_END, chunk=3))
-    assert [t for t, _, _ in out] == list(range(TRAIN_END, VAL_END))
+    assert [t for t, _, _, _ in out] == list(range(TRAIN_END, VAL_END))
     with torch.no_grad():
-        logits, _, _ = model(torch.from_numpy(grid.codes.astype(np.int64))[None])
+        logits, _, states = model(torch.from_numpy(grid.codes.astype(np.int64))[None], every_state=True)
+        _, _, last = model(torch.from_numpy(grid.codes[:VAL_END - 1].astype(np.int64))[None])
     logp = torch.log_softmax(logits[0], -1)
-    for t, nll, _ in out:
+    for t, nll, _, state in out:
         expected = -logp[t - 1].gather(-1, torch.from_numpy(grid.codes[t].astype(np.int64))[..., None])[..., 0]
         np.testing.assert_allclose(nll, expected.numpy(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(state, states[:, t - 1], rtol=1e-4, atol=1e-5)  # the state t was predicted from
+    torch.testing.assert_close(state, last, rtol=1e-4, atol=1e-5)  # = the plain forward's last state
     # the first frame has no past: scoring 'train' starts at frame 1
-    assert [t for t, _, _ in predict_video(model, grid.codes, 0, 4)] == [1, 2, 3]
+    assert [t for t, _, _, _ in predict_video(model, grid.codes, 0, 4)] == [1, 2, 3]
 
 
 def test_score_part_counts(codebook):

@@ -29,7 +29,7 @@ from videolm.config import DecoderConfig
 from videolm.errors import VideoLMError
 from videolm.frames import VideoFrames
 from videolm.generate import rollout_steps
-from videolm.metrics import Pool, moving_mask
+from videolm.metrics import Pool, as_db, moving_mask
 from videolm.pixel_decoder import PixelDecoder, gradient_difference_loss
 
 log = logging.getLogger(__name__)
@@ -180,15 +180,11 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
         if val and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
             metrics = validate(model, decoder, val, cfg, motion_threshold)
             tqdm.write(f"step {step + 1}: val loss {metrics['val_loss']:.4f}; moving PSNR, extrapolated "
-                       f"{_db(metrics['val_extrapolate_psnr_moving_decoder'])} (copy last "
-                       f"{_db(metrics['val_extrapolate_psnr_moving_copy_last'])}), filled "
-                       f"{_db(metrics['val_fill_psnr_moving_decoder'])}")
+                       f"{as_db(metrics['val_extrapolate_psnr_moving_decoder'])} (copy last "
+                       f"{as_db(metrics['val_extrapolate_psnr_moving_copy_last'])}), filled "
+                       f"{as_db(metrics['val_fill_psnr_moving_decoder'])}")
             if best_metrics is None or metrics["val_loss"] < best_metrics["val_loss"]:
                 best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
     if best is not None:
         decoder.load_state_dict(best)
     return decoder.eval(), {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
-
-
-def _db(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f} dB"

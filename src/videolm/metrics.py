@@ -41,6 +41,11 @@ def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
 
 
+def as_db(value: float | None) -> str:
+    """A PSNR-like figure for people: "12.34 dB", or "n/a" where nothing was pooled (None)."""
+    return "n/a" if value is None else f"{value:.2f} dB"
+
+
 def gaussian_window(radius: int = SSIM_RADIUS, sigma: float = SSIM_SIGMA) -> np.ndarray:
     """(2 * radius + 1,) 1-D Gaussian weights summing to 1 (the 2-D window is its outer product)."""
     x = np.arange(-radius, radius + 1, dtype=np.float64)

@@ -5,7 +5,10 @@ shows what the model makes of any one video, seen exactly as the training videos
 with the workspace's `data` params and encoded with its codebook. Every frame t >= 1 is predicted
 from all the real frames before it (the model's state carried through, as in evaluation), and
 written next to the truth and the entropy of the predicted code distribution at each cell, with
-the model's bits per patch against the copy-previous baseline's. Into --out go:
+the model's bits per patch against the copy-previous baseline's. The prediction shown is the
+workspace's pixel decoder's frame (`paths.decoder`; from the predicted distribution, the model's
+state and the frame before), or where there is none the most likely codes decoded by the
+codebook; the JSON scores both against copying the frame before. Into --out go:
 
 - `<stem>.gif` (or `.mp4`): truth | prediction | entropy, one frame per predicted frame;
 - `<stem>.png`: up to 8 evenly spaced predicted frames, rows truth, prediction, entropy;
@@ -37,24 +40,16 @@ from videolm.codes import CodeGrid, encode_frames, load_code_grids
 from videolm.config import DataConfig, load_params
 from videolm.errors import VideoLMError
 from videolm.io import guard_outputs, write_json
-from videolm.metrics import psnr_from_mse
+from videolm.metrics import Pool, as_db, moving_mask
 from videolm.models import load_model
 from videolm.pictures import prediction_animation, prediction_panels, prediction_strip, save_gif, save_mp4, save_png
+from videolm.pixel_decoder import PixelDecoder, decode_prediction, load_decoder
 from videolm.scoring import score_part
 from videolm.video import decode_gray, video_fps
 
 STAGE = "predict"  # the mark on the files it writes
 STRIP_FRAMES = 8  # predicted frames shown in the PNG
 DEFAULT_FPS = 10  # of the animation, where the video does not say its frame rate
-
-
-def predicted_frame(logp: torch.Tensor, codebook: Codebook, stride: int) -> np.ndarray:
-    """The (H, W) float gray frame predicted from the model's code distribution `logp` (rows, cols, k):
-    the most likely code at every cell, decoded by the codebook.
-
-    The one place where a prediction becomes pixels: a learned pixel decoder goes here (it will
-    also want the model's state and the last real frame)."""
-    return codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0]
 
 
 def read_video(path: Path, data: DataConfig, patch_size: int) -> np.ndarray:
@@ -83,32 +78,44 @@ class Prediction:
 
 
 def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codebook, stride: int,
-                   baselines: Baselines, name: str) -> tuple[dict, Prediction]:
+                   baselines: Baselines, name: str, decoder: PixelDecoder | None,
+                   motion_threshold: float) -> tuple[dict, Prediction]:
     """Every frame t >= 1 of one video predicted from all the frames before it and scored, as the
-    evaluation scores a test video (`score_part`). Returns the metrics and the `Prediction`."""
-    prediction = Prediction()
-    squared_error = {"model": 0.0, "copy_last": 0.0}
-    bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
+    evaluation scores a test video (`score_part`). Returns the metrics and the `Prediction`.
 
-    def keep(grid: CodeGrid, t: int, logp: torch.Tensor) -> None:
-        predicted = predicted_frame(logp, codebook, stride)
-        h, w = predicted.shape
-        truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w]
-        squared_error["model"] += float(((truth - predicted) ** 2).sum())
-        squared_error["copy_last"] += float(((truth - previous) ** 2).sum())
+    The prediction shown is the pixel decoder's frame (from the predicted distribution, its state
+    and frame t - 1) or, without a decoder, the most likely code at every cell decoded by the
+    codebook. Both are scored (PSNR / SSIM / sharpness, full and moving: pixels more than
+    `motion_threshold` gray levels from frame t - 1), beside copying frame t - 1."""
+    prediction = Prediction()
+    pools = {method: Pool() for method in ("model_codes", "model_pixels", "copy_last")
+             if decoder is not None or method != "model_pixels"}
+    bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
+    h, w = codebook.decode(codes[:1].astype(np.int64), stride).shape[1:]  # the part the patch grid covers
+
+    def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
+        truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w].astype(np.float64)
+        estimates = {"model_codes": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
+                     "copy_last": previous}
+        if decoder is not None:
+            estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous)
+        moving = moving_mask(truth, previous, motion_threshold)
+        for method, estimate in estimates.items():
+            pools[method].add(truth, estimate, moving)
         prediction.indices.append(t)
         prediction.truth.append(frames[t, :h, :w])
-        prediction.predicted.append(predicted)
+        prediction.predicted.append(estimates["model_pixels" if decoder is not None else "model_codes"])
         prediction.entropy.append((-(logp.exp() * logp).sum(-1) / math.log(2)).cpu().numpy())
         bar.update()
 
     with bar:
         scores = score_part(model, [CodeGrid(name, codes, train_end=0, val_end=0)], "test", baselines, keep)
-    pixels = len(prediction.truth) * prediction.truth[0].size
     metrics = {"frames": len(frames), "frame_size": list(frames.shape[1:]), "grid": list(codes.shape[1:]),
                "patches_scored": scores.count, **scores.summary(),
                "model_entropy_bits_per_patch": float(np.mean(prediction.entropy)),
-               **{f"psnr_1step_{method}": psnr_from_mse(total / pixels) for method, total in squared_error.items()}}
+               "shown": "model_pixels" if decoder is not None else "model_codes"}
+    for method, pool in pools.items():
+        metrics.update({f"{measure}_1step_{method}": value for measure, value in pool.result().items()})
     metrics["model_vs_copy_previous_bits"] = metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"]
     return metrics, prediction
 
@@ -137,7 +144,7 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     if out.exists() and not out.is_dir():
         raise VideoLMError(f"--out {out}: a file, not a folder")
     params = load_params(workspace, [])
-    paths = {key: workspace / getattr(params.paths, key) for key in ("codebook", "model", "codes")}
+    paths = {key: workspace / getattr(params.paths, key) for key in ("codebook", "model", "decoder", "codes")}
     outputs = {name: out / f"{video.stem}.{suffix}"
                for name, suffix in (("animation", animation_format), ("strip", "png"), ("metrics", "json"))}
     guard_outputs(STAGE, {"VIDEO": video, **{f"paths.{key}": path for key, path in paths.items()}},
@@ -150,12 +157,17 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
                            f"{workspace / 'params.yaml'} has patches.size={params.patches.size}: rerun the "
                            f"pipeline (dvc repro)")
     model = load_model(paths["model"], codebook)
+    decoder = load_decoder(paths["decoder"], model, codebook, params.patches.stride) if paths["decoder"].exists() else None
+    if decoder is None:
+        print(f"{paths['decoder']}: no pixel decoder (the train_decoder stage makes it); the predictions shown are "
+              f"the most likely codes, decoded by the codebook")
     frames = read_video(video, params.data, codebook.size)
     baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
 
     stride = params.patches.stride
     codes = encode_frames(frames, codebook, stride)
-    metrics, prediction = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem)
+    metrics, prediction = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem, decoder,
+                                         params.eval.motion_threshold)
     metrics.update({"video": str(video), "codebook_digest": codebook.digest,
                     "model_md5": hashlib.md5(paths["model"].read_bytes()).hexdigest()})  # as dvc.lock records it
     rate = video_fps(video) / params.data.frame_stride  # of the frames kept; 0 where unknown
@@ -167,9 +179,10 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
 def predict_command(args: argparse.Namespace) -> None:
     out = args.out or Path("predictions") / args.video.stem
     metrics = predict(args.video, args.workspace, out, args.format)
+    shown = metrics["shown"]
     print(f"{out}: model {metrics['model_bits_per_patch']:.3f} bits per patch, copy-previous "
-          f"{metrics['copy_previous_bits_per_patch']:.3f}; 1-step PSNR model {metrics['psnr_1step_model']:.2f} dB, "
-          f"copy-last {metrics['psnr_1step_copy_last']:.2f} dB")
+          f"{metrics['copy_previous_bits_per_patch']:.3f}; 1-step PSNR on moving pixels: {shown} "
+          f"{as_db(metrics[f'psnr_moving_1step_{shown}'])}, copy-last {as_db(metrics['psnr_moving_1step_copy_last'])}")
 
 
 def main(argv: list[str] | None = None) -> None:

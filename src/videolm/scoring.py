@@ -47,7 +47,8 @@ class Scores:
 @torch.no_grad()
 def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 8):
     """Run the model over frames [0, stop - 1); for targets t in [max(start, 1), stop) yield
-    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor) in order.
+    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor, the state (1, C, H, W) the
+    prediction came from) in order.
 
     `codes` (T, H, W) is an array or a grid's `H5Codes`: frames [0, stop) are read once, one
     video at a time. The model runs on its own device; nll comes back as a numpy array.
@@ -59,25 +60,26 @@ def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 
     x = torch.from_numpy(codes[:stop].astype(np.int64))[None].to(device)  # (1, T, H, W)
     for i in range(0, stop - 1, chunk):
         j = min(i + chunk, stop - 1)
-        logits, _, state = model(x[:, i:j], state)  # predicts frames i+1 .. j
+        logits, _, states = model(x[:, i:j], state, every_state=True)  # predicts frames i+1 .. j
+        state = states[:, -1]
         for s in range(max(first - 1 - i, 0), j - i):
             t = i + s + 1
             logp = F.log_softmax(logits[0, s].float(), -1)  # (H, W, k)
             nll = -logp.gather(-1, x[0, t][..., None]).squeeze(-1)
-            yield t, nll.cpu().numpy(), logp
+            yield t, nll.cpu().numpy(), logp, states[:, s]
 
 
 def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | None = None,
                on_frame=None) -> Scores:
     """Mean NLL (nats per code) of every `part` frame given its past, for the model and baselines.
 
-    `on_frame(grid, t, logp)` is called for each scored frame (e.g. to rebuild predictions).
+    `on_frame(grid, t, logp, state)` is called for each scored frame (e.g. to rebuild predictions).
     """
     scores = Scores()
     for grid in grids:
         start, stop = grid.part(part)
         codes = grid.codes[:stop]  # this video's frames up to the part's end, read once
-        for t, nll, logp in predict_video(model, codes, start, stop):
+        for t, nll, logp, state in predict_video(model, codes, start, stop):
             target, previous = codes[t].astype(np.int64), codes[t - 1].astype(np.int64)
             scores.nll["model"] += float(nll.sum())
             if baselines is not None:
@@ -85,7 +87,7 @@ def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | N
                 scores.nll["copy_previous"] += float(baselines.copy_nll(previous, target).sum())
             scores.count += target.size
             if on_frame is not None:
-                on_frame(grid, t, logp)
+                on_frame(grid, t, logp, state)
     return scores
 
 
@@ -100,7 +102,7 @@ def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
     sq = {"model": 0.0, "copy_last": 0.0, "codebook": 0.0}
     pixels = [0]
 
-    def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor) -> None:
+    def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
         video = read_frames(grid.video_id)
         predicted = codebook.decode(logp.argmax(-1).numpy()[None], stride)[0]
         h, w = predicted.shape

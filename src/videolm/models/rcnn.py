@@ -76,25 +76,28 @@ class RCNN(nn.Module):
         return self.cfg.input_layers * (self.cfg.kernel_size // 2)
 
     def forward(self, codes: torch.Tensor, state: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None):
+                targets: torch.Tensor | None = None, every_state: bool = False):
         """codes (B, T, H, W) int64 -> (logits, loss, state).
 
         Without `targets`: logits (B, T, H, W, k) for the next frame's codes, loss None. With
         `targets` (B, T, H, W) (cells set to IGNORE left out): logits None and the mean
         cross-entropy, computed chunk by chunk without ever holding the logits (`linear_ce`).
-        `state` (B, hidden, H, W) continues the sequence.
+        `state` (B, hidden, H, W) continues the sequence; the returned one is the last step's, or
+        with `every_state` the state each step's prediction came from, (B, T, hidden, H, W).
         """
-        feats, weight, bias, state = self.head_inputs(codes, state)
+        feats, weight, bias, states = self.head_inputs(codes, state)
+        state = states.permute(0, 1, 4, 2, 3) if every_state else states[:, -1].permute(0, 3, 1, 2)
         if targets is not None:
             return None, linear_cross_entropy(feats, weight, bias, targets), state
         return F.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
 
     def head_inputs(self, codes: torch.Tensor, state: torch.Tensor | None = None):
-        """codes (B, T, H, W) int64 -> (feats (B, T, H, W, D), weight (k, D), bias (k,), state).
+        """codes (B, T, H, W) int64 -> (feats (B, T, H, W, D), weight (k, D), bias (k,), states).
 
         The next frame's scores are `feats @ weight.T + bias`; they are returned unmultiplied so
         that callers can take them a chunk of rows at a time (the loss, `sample_linear`) instead of
-        holding all (B*T*H*W, k) of them. `state` (B, hidden, H, W) continues the sequence.
+        holding all (B*T*H*W, k) of them. `state` (B, hidden, H, W) continues the sequence;
+        `states` (B, T, H, W, hidden) are the recurrent states of every step, channels last.
         """
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
@@ -108,13 +111,13 @@ class RCNN(nn.Module):
         for step in range(t):
             state = self.act(x[:, step] + F.linear(state, recur))  # (B, H, W, C)
             states.append(state)
-        feats = dropout(torch.stack(states, 1), self.cfg.dropout, self.training)  # (B, T, H, W, C)
-        state = state.permute(0, 3, 1, 2)  # (B, C, H, W), as callers carry it
+        states = torch.stack(states, 1)  # (B, T, H, W, C)
+        feats = dropout(states, self.cfg.dropout, self.training)
         if self.cfg.head == "independent":  # scores = feats W^T + b
             feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
         else:  # scores = out(feats) table^T + b
             feats, weight, bias = self.out(feats), table, self.out_bias  # (.., E), (k, E), (k,)
-        return feats, weight, bias, state
+        return feats, weight, bias, states
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
