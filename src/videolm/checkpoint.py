@@ -37,6 +37,14 @@ def _load(cls, path: str | Path):
     return cls(**{f.name: stored[f.name] for f in fields(cls)})
 
 
+def _load_made_by(cls, path: str | Path, what: str, stage: str):
+    """`_load`, with a missing file one line naming it, what it is and the stage that makes it."""
+    try:
+        return _load(cls, path)
+    except FileNotFoundError:
+        raise VideoLMError(f"{path}: no {what} (run the {stage} stage first)") from None
+
+
 @dataclass
 class Checkpoint:
     model: dict[str, torch.Tensor]  # state_dict
@@ -50,10 +58,7 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
-        try:
-            return _load(cls, path)
-        except FileNotFoundError:
-            raise VideoLMError(f"{path}: no model checkpoint (run the train stage first)") from None
+        return _load_made_by(cls, path, "model checkpoint", "train")
 
 
 @dataclass
@@ -73,10 +78,7 @@ class DecoderCheckpoint:
 
     @classmethod
     def load(cls, path: str | Path) -> DecoderCheckpoint:
-        try:
-            return _load(cls, path)
-        except FileNotFoundError:
-            raise VideoLMError(f"{path}: no pixel decoder (run the train_decoder stage first)") from None
+        return _load_made_by(cls, path, "pixel decoder", "train_decoder")
 
 
 def weights_digest(model: torch.nn.Module) -> str:
