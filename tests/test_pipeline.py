@@ -192,9 +192,10 @@ def set_param(repo: Path, dotted: str, value) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key, value, changed, expected", [
-    ("train.lr", 0.005, {"train"}, {"train", "evaluate"}),
+    ("train.lr", 0.005, {"train"}, {"train", "train_decoder", "evaluate"}),
+    ("decoder.lr", 0.01, {"train_decoder"}, {"train_decoder", "evaluate"}),
     ("eval.context", 1, {"evaluate"}, {"evaluate"}),
-    ("codebook.k", 24, {"fit_codebook"}, {"fit_codebook", "encode", "train", "evaluate"}),
+    ("codebook.k", 24, {"fit_codebook"}, {"fit_codebook", "encode", "train", "train_decoder", "evaluate"}),
 ])
 def test_param_change_reruns_only_dependent_stages(project: Path, key, value, changed, expected) -> None:
     """`dvc status` names the stages that read the param; `dvc repro` runs them and what
