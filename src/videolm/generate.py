@@ -15,7 +15,6 @@ best any prediction of codes can do, up to choosing codes for pixels instead of 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,9 @@ from videolm.codebook import Codebook
 from videolm.errors import VideoLMError
 from videolm.flow import extrapolate_flow
 from videolm.metrics import MEASURES, Pool, moving_mask
+from videolm.patches import covered_shape
 from videolm.pixel_decoder import PixelDecoder, decode_prediction
+from videolm.scoring import entropy_bits
 
 METHODS = ("model", "model_pixels", "copy_last", "copy_last_codes", "flow", "codebook")
 
@@ -74,8 +75,7 @@ def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, 
     steps = rollout_steps(model, torch.from_numpy(np.asarray(context, np.int64))[None], horizon, temperature,
                           generator)
     for ahead, (logits, state, chosen) in enumerate(steps, 1):
-        logp = F.log_softmax(logits[0].float(), -1)
-        entropy.append(-(logp.exp() * logp).sum(-1) / math.log(2))
+        entropy.append(entropy_bits(F.log_softmax(logits[0].float(), -1)))
         codes.append(chosen[0])
         if decode is not None:
             pixels.append(decode(logits, state, ahead))
@@ -118,7 +118,7 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
     for i, clip in enumerate(clips):
         codes = clip.grid.codes
         context = clip.t0 - clip.start
-        shape = codebook.decode(codes[clip.start][None].astype(np.int64), stride).shape[1:]
+        shape = covered_shape(*codes.shape[1:], codebook.size, stride)
         truth = clip_frames(read_frames, clip, clip.t0 + horizon, shape)
         last = truth[context - 1]
         decode = None if decoder is None else (

@@ -24,6 +24,12 @@ def grid_shape(height: int, width: int, size: int, stride: int) -> tuple[int, in
     return (height - size) // stride + 1, (width - size) // stride + 1
 
 
+def covered_shape(rows: int, cols: int, size: int, stride: int) -> tuple[int, int]:
+    """(height, width) in pixels that a grid of rows x cols patches covers (`grid_shape` undone,
+    without the cropped remainder)."""
+    return (rows - 1) * stride + size, (cols - 1) * stride + size
+
+
 def extract_patches(frames: np.ndarray, size: int, stride: int) -> np.ndarray:
     """(N, H, W) frames -> (N, rows, cols, size*size) float32 patches (row-major pixels)."""
     rows, cols = grid_shape(frames.shape[1], frames.shape[2], size, stride)
@@ -35,7 +41,7 @@ def extract_patches(frames: np.ndarray, size: int, stride: int) -> np.ndarray:
 def reconstruct(patches: np.ndarray, size: int, stride: int) -> np.ndarray:
     """(N, rows, cols, size*size) patches -> (N, H, W) frames, overlapping pixels averaged."""
     n, rows, cols, _ = patches.shape
-    height, width = (rows - 1) * stride + size, (cols - 1) * stride + size
+    height, width = covered_shape(rows, cols, size, stride)
     blocks = patches.reshape(n, rows, cols, size, size)
     if stride == size:  # no overlap: a reshape
         return blocks.transpose(0, 1, 3, 2, 4).reshape(n, height, width)

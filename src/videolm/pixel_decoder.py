@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from videolm.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.config import DecoderConfig
 from videolm.errors import VideoLMError
+from videolm.patches import covered_shape
 
 GRAY_MID, GRAY_SCALE = 128.0, 64.0  # inputs enter as (gray - 128) / 64
 HORIZON_SCALE = 10.0  # the horizon enters as frames ahead / 10
@@ -49,7 +50,7 @@ def expected_frame(probs: torch.Tensor, atoms: torch.Tensor, size: int, stride: 
     codebook's decoding does."""
     b, h, w, _ = probs.shape
     patches = (probs.reshape(b, h * w, -1) @ atoms).transpose(1, 2)  # (B, p*p, H*W)
-    out = ((h - 1) * stride + size, (w - 1) * stride + size)
+    out = covered_shape(h, w, size, stride)
     total = F.fold(patches, out, size, stride=stride)  # (B, 1, H', W')
     count = F.fold(torch.ones_like(patches[:1]), out, size, stride=stride)
     return (total / count)[:, 0]

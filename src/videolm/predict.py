@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +41,10 @@ from videolm.errors import VideoLMError
 from videolm.io import guard_outputs, write_json
 from videolm.metrics import Pool, as_db, moving_mask
 from videolm.models import load_model
+from videolm.patches import covered_shape
 from videolm.pictures import prediction_animation, prediction_panels, prediction_strip, save_gif, save_mp4, save_png
 from videolm.pixel_decoder import PixelDecoder, decode_prediction, load_decoder
-from videolm.scoring import score_part
+from videolm.scoring import entropy_bits, score_part
 from videolm.video import decode_gray, video_fps
 
 STAGE = "predict"  # the mark on the files it writes
@@ -91,7 +91,7 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
     pools = {method: Pool() for method in ("model_codes", "model_pixels", "copy_last")
              if decoder is not None or method != "model_pixels"}
     bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
-    h, w = codebook.decode(codes[:1].astype(np.int64), stride).shape[1:]  # the part the patch grid covers
+    h, w = covered_shape(*codes.shape[1:], codebook.size, stride)  # the part the patch grid covers
 
     def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
         truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w].astype(np.float64)
@@ -105,7 +105,7 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
         prediction.indices.append(t)
         prediction.truth.append(frames[t, :h, :w])
         prediction.predicted.append(estimates["model_pixels" if decoder is not None else "model_codes"])
-        prediction.entropy.append((-(logp.exp() * logp).sum(-1) / math.log(2)).cpu().numpy())
+        prediction.entropy.append(entropy_bits(logp).cpu().numpy())
         bar.update()
 
     with bar:

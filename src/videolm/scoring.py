@@ -121,6 +121,11 @@ def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
     return metrics
 
 
+def entropy_bits(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of each distribution given by log-probabilities `logp` (..., k) -> (...)."""
+    return -(logp.exp() * logp).sum(-1) / math.log(2)
+
+
 def bits_per_patch(nll_nats: float) -> float:
     """Mean negative log-likelihood in nats -> bits per code (entropy rate estimate)."""
     return nll_nats / math.log(2)
