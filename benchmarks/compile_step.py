@@ -8,12 +8,13 @@ import statistics
 import sys
 import time
 
-import videolm  # noqa: F401 (sets the OpenMP wait policy before torch loads, as the stages do)
 import numpy as np
 import torch
-from videolm.codebook import Codebook
+
+import videolm  # noqa: F401 (sets the OpenMP wait policy before torch loads, as the stages do)
+from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
-from videolm.models import build_model
+from videolm.model.build import build_model
 
 
 def bench(codebook: Codebook, codes: torch.Tensor, compiled: bool) -> tuple[float, float]:

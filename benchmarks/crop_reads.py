@@ -6,9 +6,9 @@ out-of-core training data. Run from a workspace where `dvc repro` has made data/
 import time
 
 import videolm  # noqa: F401 (the stages' OpenMP policy)
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid, load_code_grids
-from videolm.dataset import CodeGridDataset
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid, load_code_grids
+from videolm.training.crops import CodeGridDataset
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ minutes of it. Run it on an idle machine: the table's "others" column says how i
 
 What it does, and why this way:
 - **Corpus.** `--clips` h264 clips of 320x240 at 25 fps, `--seconds` long, written with PyAV:
-  each is a camera moving over one of the real sample videos (`videolm.samples`) as it plays,
+  each is a camera moving over one of the real sample videos (`videolm.data.samples`) as it plays,
   a crop window that pans, zooms or both, with its own start frame, path, speed and zoom drawn
   from `--seed`. Real footage with real camera motion decodes, compresses and quantizes like
   UCF-101's clips; a synthetic texture would not. The corpus is the same bytes on every run
@@ -45,8 +45,6 @@ rest of the file is kept, and `run.py` keeps this section when it rewrites the f
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it)
-
 import argparse
 import hashlib
 import json
@@ -70,10 +68,11 @@ import av
 import cv2
 import numpy as np
 
+import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it)
 from videolm.config import load_params
+from videolm.data.frames import list_frames
+from videolm.data.samples import find_sample_files
 from videolm.errors import VideoLMError
-from videolm.frames import list_frames
-from videolm.samples import find_sample_files
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT, FPS = 320, 240, 25  # UCF-101's frame size and rate

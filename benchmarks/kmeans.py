@@ -2,7 +2,7 @@
 `faiss.Kmeans` (full-batch Lloyd) given the same time, on real patches.
 
 The patches are 8x8 gray patches at random positions of the sample videos (the installed
-clips of `videolm.samples`, decoded at the pipeline's scale), normalized as the pipeline does. faiss gets as many Lloyd
+clips of `videolm.data.samples`, decoded at the pipeline's scale), normalized as the pipeline does. faiss gets as many Lloyd
 iterations as fit in the time our fit took (timed from runs of 1 and 3 iterations), so
 the comparison is quality at equal time: the mean squared distance of the patches to their
 nearest centroid (training MSE) and of held-out patches from other random positions.
@@ -15,11 +15,11 @@ import time
 import faiss
 import numpy as np
 
-from videolm.codebook import Codebook, assign_codes
+from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.patches import PatchSample, sample_patches
 from videolm.config import CodebookConfig, DataConfig
-from videolm.patches import PatchSample, sample_patches
-from videolm.samples import find_sample_files
-from videolm.video import decode_gray
+from videolm.data.samples import find_sample_files
+from videolm.data.video import decode_gray
 
 SIZE = 8
 

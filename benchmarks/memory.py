@@ -34,10 +34,11 @@ import tempfile
 from pathlib import Path
 
 from synthetic import synthetic_video
-from videolm.codebook import Codebook
+
+from videolm.codes.codebook import Codebook
+from videolm.codes.patches import sample_training_patches
 from videolm.config import CodebookConfig, load_params
-from videolm.frames import list_frames
-from videolm.patches import sample_training_patches
+from videolm.data.frames import list_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"smallest": ((64, 48), 20), "small": ((320, 240), 100), "full": ((768, 576), 200)}  # frame size, frames

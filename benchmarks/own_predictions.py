@@ -11,11 +11,11 @@ import time
 import torch
 
 import videolm  # noqa: F401 (the stages' OpenMP policy)
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
-from videolm.models import build_model
-from videolm.models.linear_ce import sample_linear
-from videolm.train import with_own_predictions
+from videolm.model.build import build_model
+from videolm.model.linear_ce import sample_linear
+from videolm.training.train import with_own_predictions
 
 
 def median_ms(f) -> float:

@@ -14,9 +14,9 @@ Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts; th
 section of that file (`drill.py`: the whole pipeline on 200 clips, per stage) is kept.
 
 Pairs (`--only` picks some):
-- decode: `videolm.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
+- decode: `videolm.data.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
   `imageio-ffmpeg` ships) writing the same gray frames to a pipe (`-pix_fmt gray`).
-- encode: `videolm.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
+- encode: `videolm.codes.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
   on the same normalized patches, with the share of identical codes (and on CUDA if present).
 - codebook: `Codebook.fit`, MiniBatchKMeans and Lloyd, against `faiss.Kmeans` given the same
   time, on real patches of the sample videos: MSE ratio (`kmeans.py`).
@@ -36,8 +36,6 @@ Pairs (`--only` picks some):
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it, before torch loads OpenMP)
-
 import argparse
 import os
 import platform
@@ -53,15 +51,16 @@ import faiss
 import imageio_ffmpeg
 import numpy as np
 import torch
-
 from drill import kept_section
 from kmeans import bench_codebook
 from memory import bench_memory
-from stages import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
-from videolm.codebook import assign_codes
-from videolm.video import decode_gray
+
+import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it, before torch loads OpenMP)
+from stages import bench_stages, bench_workers
+from videolm.codes.codebook import assign_codes
+from videolm.data.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
     "smallest": {"decode": ((128, 96), 8), "encode": (2_000, 64, 64), "codebook": (5_000, 64, 5),

@@ -16,15 +16,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from synthetic import synthetic_video
-from videolm.codebook import Codebook, assign_codes
-from videolm.codes import encode_video
+
+from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.grids import encode_video
+from videolm.codes.patches import extract_patches, sample_patches
 from videolm.config import DataConfig
-from videolm.frames import extract_frames, extract_video
-from videolm.parallel import worker_count
-from videolm.patches import extract_patches, sample_patches
-from videolm.video import Video, decode_gray
+from videolm.data.extract import extract_frames, extract_video
+from videolm.data.parallel import worker_count
+from videolm.data.video import Video, decode_gray
 
 UCF101_SIZE = (320, 240)
 

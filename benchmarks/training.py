@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig, TrainConfig
-from videolm.models import build_model
+from videolm.model.build import build_model
 
 TRAIN = TrainConfig()
 POSITIONS = TRAIN.batch_size * TRAIN.bptt * TRAIN.crop * TRAIN.crop

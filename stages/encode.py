@@ -6,12 +6,12 @@ Of one shard's videos only, reading one shard folder of `extract_frames` or with
 
 from pathlib import Path
 
-from videolm.cli import run_stage
-from videolm.codebook import Codebook
-from videolm.encoding import encode_videos, shard_videos
-from videolm.frames import check_patch_fits, list_frames
+from videolm.codes.codebook import Codebook
+from videolm.codes.encoding import encode_videos, shard_videos
+from videolm.data.frames import check_patch_fits, list_frames
+from videolm.image_metrics import psnr_from_mse
 from videolm.io import atomic_path, guard_outputs, write_json, write_shard_record
-from videolm.metrics import psnr_from_mse
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import torch
 
-from videolm.baselines import fit_baselines
-from videolm.cli import run_stage
-from videolm.clips import evaluation_clips, picture_clips
-from videolm.codebook import Codebook
-from videolm.codes import load_code_grids
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import load_code_grids
+from videolm.data.frames import list_frames
 from videolm.errors import VideoLMError
-from videolm.filling import evaluate_filling
-from videolm.frames import list_frames
-from videolm.generate import METHODS as GEN_METHODS
-from videolm.generate import evaluate_generation
+from videolm.evaluation.baselines import fit_baselines
+from videolm.evaluation.clips import evaluation_clips, picture_clips
+from videolm.evaluation.filling import evaluate_filling
+from videolm.evaluation.generate import METHODS as GEN_METHODS
+from videolm.evaluation.generate import evaluate_generation
+from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
+from videolm.evaluation.scoring import score_test
 from videolm.io import guard_outputs, write_json
-from videolm.models import load_model
-from videolm.pixel_decoder import load_decoder
-from videolm.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
-from videolm.scoring import score_test
+from videolm.model.build import load_model
+from videolm.model.pixel_decoder import load_decoder
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

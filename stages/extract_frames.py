@@ -7,10 +7,10 @@ are decoded, and the metrics count that shard (README: "Across machines").
 
 from pathlib import Path
 
-from videolm.cli import run_stage
-from videolm.frames import extract_frames
+from videolm.data.extract import extract_frames
+from videolm.data.video import find_videos
 from videolm.io import guard_outputs, write_json
-from videolm.video import find_videos
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

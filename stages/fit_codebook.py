@@ -7,10 +7,10 @@ inputs reproduce byte for byte.
 import time
 from pathlib import Path
 
-from videolm.cli import run_stage
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
+from videolm.codes.patches import PatchSample
 from videolm.io import guard_outputs, write_json
-from videolm.patches import PatchSample
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

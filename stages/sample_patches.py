@@ -1,9 +1,9 @@
 """Stage `sample_patches`: random patches of training frames, divided by the training std."""
 
-from videolm.cli import run_stage
-from videolm.frames import check_patch_fits, list_frames
+from videolm.codes.patches import sample_training_patches
+from videolm.data.frames import check_patch_fits, list_frames
 from videolm.io import guard_outputs
-from videolm.patches import sample_training_patches
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

@@ -3,9 +3,9 @@
 
 import shutil
 
-from videolm.cli import run_stage
+from videolm.data.samples import find_sample_files
 from videolm.io import atomic_path, guard_outputs
-from videolm.samples import find_sample_files
+from videolm.stage import run_stage
 
 
 def main(params) -> None:

@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 from dvclive import Live
-
-from videolm.cli import run_stage
-from videolm.checkpoint import Checkpoint
-from videolm.codebook import Codebook
-from videolm.codes import load_code_grids
-from videolm.distributed import is_main_process, launch_torchrun, under_torchrun
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import load_code_grids
 from videolm.errors import VideoLMError
 from videolm.io import guard_outputs, write_json
-from videolm.train import train_model
+from videolm.model.checkpoint import Checkpoint
+from videolm.stage import run_stage
+from videolm.training.distributed import Ranks, launch_torchrun, under_torchrun
+from videolm.training.train import train_model
 
 
 def main(params) -> None:
@@ -50,9 +49,9 @@ def main(params) -> None:
             live[0].next_step()
 
         model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume)
-    if not is_main_process():
+    if not Ranks.launched().main:
         return
-    checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.k, codebook.digest, summary)
+    checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.digest)
     checkpoint.save(params.paths.model)
     write_json(metrics_path, summary, "train")
     Path(params.paths.resume).unlink(missing_ok=True)  # the run is complete: nothing left to resume

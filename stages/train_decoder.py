@@ -4,14 +4,14 @@ the model's own rollouts over training frames; the weights of the best validatio
 import time
 from pathlib import Path
 
-from videolm.checkpoint import DecoderCheckpoint, weights_digest
-from videolm.cli import run_stage
-from videolm.codebook import Codebook
-from videolm.codes import load_code_grids
-from videolm.decoder_training import train_decoder
-from videolm.frames import list_frames
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import load_code_grids
+from videolm.data.frames import list_frames
 from videolm.io import guard_outputs, write_json
-from videolm.models import load_model
+from videolm.model.build import load_model
+from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.stage import run_stage
+from videolm.training.decoder import train_decoder
 
 
 def main(params) -> None:
@@ -26,7 +26,7 @@ def main(params) -> None:
     decoder, summary = train_decoder(model, grids, videos, codebook, params.patches.stride, params.decoder,
                                      params.seed, params.eval.motion_threshold)
     DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
-                      params.patches.stride, summary).save(params.paths.decoder)
+                      params.patches.stride).save(params.paths.decoder)
     write_json(metrics_path, summary, "train_decoder")
     print(f"train_decoder: {params.decoder.steps} steps in {time.perf_counter() - start:.0f} s; best step "
           f"{summary['best_step']}, val loss {summary['val_loss']:.4f}")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid, create_codes_file
 from videolm.config import ModelConfig
-from videolm.models import build_model
+from videolm.model.build import build_model
 
 # The tensors in these tests are tiny: one thread is fastest, and spares a small CI machine's
 # cores from OpenMP spin-waiting (with 2 threads on a busy 2-core box a step is 20x slower).
@@ -123,3 +123,9 @@ def _restore_torch_globals():
         torch.use_deterministic_algorithms(deterministic)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def save_grid(grid, path, codebook, stride: int, source: str) -> None:
+    """Write `grid` as a code file (what the encode stage writes), for tests that make their own grids."""
+    with create_codes_file(path, grid.codes.shape, codebook, stride, source, grid.train_end, grid.val_end) as codes:
+        codes[...] = grid.codes[:]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from videolm.codebook import Codebook, assign_codes, lloyd_kmeans
+from videolm.codes.codebook import Codebook, assign_codes, lloyd_kmeans
+from videolm.codes.patches import PatchSample
 from videolm.config import CodebookConfig
 from videolm.errors import VideoLMError
-from videolm.patches import PatchSample
 
 
 def brute_force(x, c):
@@ -124,11 +124,11 @@ def test_codebook_file_round_trip_and_decode(tmp_path):
     cb = Codebook.load(tmp_path / "codebook.h5")
     assert cb.k == 16 and cb.size == 4 and cb.std == 2.0
     np.testing.assert_array_equal(cb.centroids, centroids)
-    np.testing.assert_allclose(cb.atoms()[3], centroids[3].reshape(4, 4) * 2.0)
+    np.testing.assert_allclose(cb.gray_patches()[3], centroids[3].reshape(4, 4) * 2.0)
     frame = cb.decode(np.array([[[3, 5]]]), 4)[0]  # one frame, one row, two patches
     assert frame.shape == (4, 8)
     np.testing.assert_allclose(frame[:, 4:], centroids[5].reshape(4, 4) * 2.0, rtol=1e-6)
-    np.testing.assert_array_equal(cb.assign(cb.atoms().reshape(16, -1)), np.arange(16))
+    np.testing.assert_array_equal(cb.assign(cb.gray_patches().reshape(16, -1)), np.arange(16))
     with pytest.raises(VideoLMError, match="missing.h5"):
         Codebook.load(tmp_path / "missing.h5")
 

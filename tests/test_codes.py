@@ -7,17 +7,18 @@ import pickle
 import h5py
 import numpy as np
 import pytest
-from conftest import N_FRAMES, H, W
+from conftest import N_FRAMES, H, W, save_grid
 
-from videolm.codebook import Codebook, assign_codes
-import videolm.codes as codes_module
-from videolm.codes import CodeGrid, CodesError, H5Codes, encode_video, load_code_grids
+import videolm.codes.grids as codes_module
+from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.grids import CodeGrid, CodesError, H5Codes, encode_video, load_code_grids
+from videolm.codes.patches import PatchSample, extract_patches
 from videolm.config import CodebookConfig, DataConfig
+from videolm.data.extract import extract_frames
+from videolm.data.frames import list_frames
+from videolm.data.video import find_videos
 from videolm.errors import VideoLMError
-from videolm.frames import extract_frames, list_frames
 from videolm.io import COMPRESSION, create_h5, h5_dataset, write_attrs
-from videolm.patches import PatchSample, extract_patches
-from videolm.video import find_videos
 
 K = 16
 SIZE = 8
@@ -87,7 +88,7 @@ def test_streamed_codes_are_the_bytes_of_codes_written_whole(frames_video, tmp_p
     codebook = make_codebook(frames_video.read())
     encode_video(frames_video, codebook, 8, 3, tmp_path / "streamed.h5")
     grid = CodeGrid.load(tmp_path / "streamed.h5")
-    grid.save(tmp_path / "saved.h5", codebook, 8, frames_video.source)
+    save_grid(grid, tmp_path / "saved.h5", codebook, 8, frames_video.source)
     with h5py.File(tmp_path / "streamed.h5", "r") as f, create_h5(tmp_path / "whole.h5") as g:
         h5_dataset(g, "codes", f["codes"][:], chunks=(1, *grid.codes.shape[1:]), **COMPRESSION)
         write_attrs(g, dict(f.attrs))
@@ -113,10 +114,10 @@ def test_load_code_grids_refuses_other_codebook(frames_video, tmp_path):
 def test_load_code_grids_refuses_code_out_of_range(tmp_path):
     codebook = Codebook(np.zeros((K, SIZE * SIZE), np.float32), 1.0, SIZE)
     codes = np.random.default_rng(0).integers(0, K, (4, 3, 3)).astype(np.uint16)
-    CodeGrid("good", codes, 2, 3).save(tmp_path / "good.h5", codebook, SIZE, "good.mp4")
+    save_grid(CodeGrid("good", codes, 2, 3), tmp_path / "good.h5", codebook, SIZE, "good.mp4")
     assert len(load_code_grids(tmp_path)) == 1
     codes[2, 1, 1] = K
-    CodeGrid("bad_one", codes, 2, 3).save(tmp_path / "bad_one.h5", codebook, SIZE, "bad_one.mp4")
+    save_grid(CodeGrid("bad_one", codes, 2, 3), tmp_path / "bad_one.h5", codebook, SIZE, "bad_one.mp4")
     bad, good = load_code_grids(tmp_path)  # codes are checked as they are read
     good.codes[:]
     bad.codes[:2]  # the frames read are fine
@@ -131,7 +132,7 @@ def test_loaded_grids_read_only_what_is_asked(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, K, (5, 4, 6)).astype(np.uint16) for _ in range(5)]
     for i, codes in enumerate(arrays):
-        CodeGrid(f"v{i}", codes, 3, 4).save(tmp_path / f"v{i}.h5", codebook, SIZE, f"v{i}.mp4")
+        save_grid(CodeGrid(f"v{i}", codes, 3, 4), tmp_path / f"v{i}.h5", codebook, SIZE, f"v{i}.mp4")
     monkeypatch.setattr(codes_module, "OPEN_FILES", 2)
     monkeypatch.setattr(codes_module, "_open", type(codes_module._open)())
     grids = load_code_grids(tmp_path)
@@ -141,7 +142,7 @@ def test_loaded_grids_read_only_what_is_asked(tmp_path, monkeypatch):
         assert len(codes_module._open) <= 2
     sent = pickle.loads(pickle.dumps(grids[3]))
     np.testing.assert_array_equal(sent.codes[4], arrays[3][4])
-    CodeGrid("v0", arrays[1], 3, 4).save(tmp_path / "v0.h5", codebook, SIZE, "v0.mp4")  # replaced since loaded
+    save_grid(CodeGrid("v0", arrays[1], 3, 4), tmp_path / "v0.h5", codebook, SIZE, "v0.mp4")  # replaced since loaded
     with pytest.raises(CodesError, match=r"v0\.h5: the file changed after it was loaded"):
         grids[0].codes[0]
 

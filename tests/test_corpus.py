@@ -25,8 +25,11 @@ import pytest
 from conftest import moving_frames, write_video
 
 from videolm.config import DataConfig
-from videolm.frames import extract_frames, list_frames
-from videolm.video import VideoError, assign_videos, decode_gray, find_videos
+from videolm.data.extract import extract_frames
+from videolm.data.frames import list_frames
+from videolm.data.split import assign_videos
+from videolm.data.video import decode_gray, find_videos
+from videolm.errors import VideoError
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 12  # frames of every corpus video
@@ -254,7 +257,7 @@ def load_stage():
 
 
 def test_on_error_fail_stops_at_the_first_unusable_video(corpus, tmp_path, monkeypatch, capsys):
-    from videolm.cli import run_stage
+    from videolm.stage import run_stage
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "frames"

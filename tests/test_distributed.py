@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_resume import RESUME, read, train_stage, workspace
 
-from videolm.checkpoint import TrainState
 from videolm.config import ConfigError, load_params
-from videolm.dataset import CropSampler
-from videolm.distributed import resolve_device
 from videolm.errors import VideoLMError
+from videolm.training.crops import CropSampler
+from videolm.training.distributed import resolve_device
+from videolm.training.state import TrainState
 
 # dropout off: with it, each rank draws its own masks and the runs differ by more than rounding
 ARGS = ["model.dropout=0.0", "train.lr=0.01", "train.epochs=6", "train.steps_per_epoch=2", "train.checkpoint_every=0"]

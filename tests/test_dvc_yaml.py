@@ -3,6 +3,7 @@ deps (so editing one reruns exactly the stages that use it), and nothing else is
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +25,19 @@ for name in sorted(sys.modules):
 
 
 def imported_sources(script: str) -> set[str]:
-    """Project source files (relative paths) loaded by importing a stage script."""
+    """Project source files (relative paths) loaded by importing a stage script, less the
+    packages' `__init__.py` files (which hold no code: `test_package_inits_hold_no_code`)."""
     out = subprocess.run([sys.executable, "-c", IMPORTED, script], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in out.split()}
-    return {f for f in files if f != "src/videolm/__init__.py"}
+    return {f for f in files if not f.endswith("/__init__.py")}
+
+
+def test_package_inits_hold_no_code() -> None:
+    """A subpackage's `__init__.py` is its docstring alone: no stage's result can depend on it."""
+    for init in sorted((ROOT / "src/videolm").glob("*/__init__.py")):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

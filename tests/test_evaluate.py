@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import K, frames_of, moving_grid, tiny_model
+from conftest import frames_of, moving_grid, save_grid, tiny_model
 from PIL import Image
 
-from videolm.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
-from videolm.config import DecoderConfig, EvalConfig, Params, PathsConfig, PatchesConfig
+from videolm.config import DecoderConfig, EvalConfig, Params, PatchesConfig, PathsConfig
+from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
-from videolm.frames import write_frames
-from videolm.generate import METHODS
-from videolm.metrics import MEASURES
-from videolm.pixel_decoder import PixelDecoder
+from videolm.evaluation.generate import METHODS
+from videolm.image_metrics import MEASURES
+from videolm.model.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
+from videolm.model.pixel_decoder import PixelDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 4
@@ -39,10 +39,10 @@ def write_workspace(root: Path, codebook) -> Params:
         source = f"{g.video_id}.mp4"
         write_frames(Path(paths.frames) / f"{g.video_id}.h5", iter(frames[g.video_id]),
                      lambda n, g=g: (g.train_end, g.val_end), {"source": source})
-        g.save(Path(paths.codes) / f"{g.video_id}.h5", codebook, SIZE, source)
+        save_grid(g, Path(paths.codes) / f"{g.video_id}.h5", codebook, SIZE, source)
     codebook.save(paths.codebook)
     model = tiny_model(codebook)
-    Checkpoint(model.state_dict(), model.cfg.model_dump(), K, codebook.digest).save(paths.model)
+    Checkpoint(model.state_dict(), model.cfg.model_dump(), codebook.digest).save(paths.model)
     decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)  # untrained: copies
     DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
                       SIZE).save(paths.decoder)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import K, frames_of, moving_grid, tiny_model
 
-from videolm.clips import evaluation_clips
-from videolm.filling import METHODS, evaluate_filling, fill_codes
 from videolm.config import DecoderConfig
-from videolm.metrics import MEASURES
-from videolm.pixel_decoder import PixelDecoder
+from videolm.evaluation.clips import evaluation_clips
+from videolm.evaluation.filling import METHODS, evaluate_filling, fill_codes
+from videolm.image_metrics import MEASURES
+from videolm.model.pixel_decoder import PixelDecoder
 
 SIZE = 4  # the tiny codebook's patch side, used as the stride
 GH, GW = 6, 8  # moving_grid's code grid

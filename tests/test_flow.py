@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import smooth_scene
 
-from videolm.flow import extrapolate_flow, interpolate_flow
-from videolm.metrics import psnr
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
+from videolm.image_metrics import psnr
 
 
 def test_flow_extrapolation_follows_constant_motion():

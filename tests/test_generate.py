@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from conftest import frames_of, moving_grid, tiny_model
 
-from videolm.clips import evaluation_clips, picture_clips
 from videolm.config import DecoderConfig
-from videolm.generate import METHODS, evaluate_generation
-from videolm.metrics import MEASURES
-from videolm.pictures import animation, comparison_grid, entropy_picture, upsample_cells
-from videolm.pixel_decoder import PixelDecoder
+from videolm.evaluation.clips import evaluation_clips, picture_clips
+from videolm.evaluation.generate import METHODS, evaluate_generation
+from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, upsample_cells
+from videolm.image_metrics import MEASURES
+from videolm.model.pixel_decoder import PixelDecoder
 
 SIZE = 4  # the tiny codebook's patch side, used as the stride
 GH, GW = 6, 8  # moving_grid's code grid

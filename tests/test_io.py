@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from videolm.checkpoint import Checkpoint
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
+from videolm.evaluation.pictures import save_gif, save_png
 from videolm.io import FOLDER_MARK, OutputError, atomic_path, guard_outputs, mark_of, write_json
-from videolm.pictures import save_gif, save_png
+from videolm.model.checkpoint import Checkpoint
 
 
 def write_folder(tmp, text):
@@ -65,7 +65,7 @@ def test_what_the_stage_did_not_make_is_refused_and_kept(tmp_path, make):
 
 def test_each_format_carries_its_stage_mark(tmp_path, codebook):
     codebook.save(tmp_path / "codebook.h5")
-    Checkpoint({}, {}, 16, codebook.digest).save(tmp_path / "model.pt")
+    Checkpoint({}, {}, codebook.digest).save(tmp_path / "model.pt")
     save_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8), "evaluate")
     save_gif(tmp_path / "a.gif", [np.zeros((4, 4), np.uint8)] * 2, "evaluate")
     marks = {name: mark_of(tmp_path / name) for name in ("codebook.h5", "model.pt", "a.png", "a.gif")}

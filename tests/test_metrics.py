@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import correlate1d
 import pytest
-from scipy.ndimage import gaussian_filter
+from conftest import smooth_scene
+from scipy.ndimage import correlate1d, gaussian_filter
 from skimage.metrics import structural_similarity
 
-from conftest import smooth_scene
-
-from videolm.metrics import Pool, gaussian_window, interior, moving_mask, psnr, psnr_from_mse, ssim_map
-from videolm.scoring import bits_per_patch, perplexity
+from videolm.evaluation.scoring import bits_per_patch, perplexity
+from videolm.image_metrics import Pool, gaussian_window, interior, moving_mask, psnr, psnr_from_mse, ssim_map
 
 
 def pair(seed: int = 0, shape=(48, 64)) -> tuple[np.ndarray, np.ndarray]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import K
 
-from videolm.checkpoint import Checkpoint
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
 from videolm.errors import VideoLMError
-from videolm.generate import rollout
-from videolm.models import RCNN, RNN, build_model, load_model
-from videolm.models.linear_ce import IGNORE, linear_cross_entropy
+from videolm.evaluation.generate import rollout
+from videolm.model.build import RCNN, RNN, build_model, load_model
+from videolm.model.checkpoint import Checkpoint
+from videolm.model.linear_ce import IGNORE, linear_cross_entropy
 
 B, T, GH, GW = 2, 5, 6, 7
 
@@ -60,11 +59,11 @@ def test_forward_loss_backward(codebook, name, head):
 def test_heads_have_their_parameters(codebook, head):
     model = build_model(tiny("rcnn", head), codebook)
     names = {n for n, _ in model.named_parameters()}
-    assert ("embed.atom_map.weight" in names) == (head == "atom")
+    assert ("embed.centroid_map.weight" in names) == (head == "atom")
     assert ("out_bias" in names) == (head != "independent")
     if head == "atom":
         # the atom head's code vectors are built from the codebook's centroids
-        assert torch.equal(model.embed.atoms, torch.from_numpy(codebook.centroids))
+        assert torch.equal(model.embed.centroids, torch.from_numpy(codebook.centroids))
 
 
 def test_rnn_is_all_1x1(codebook):
@@ -128,7 +127,7 @@ def test_load_model_round_trip(codebook, tmp_path):
     cfg = tiny("rnn", "tied")
     model = build_model(cfg, codebook)
     path = tmp_path / "model.pt"
-    Checkpoint(model.state_dict(), cfg.model_dump(), K, codebook.digest).save(path)
+    Checkpoint(model.state_dict(), cfg.model_dump(), codebook.digest).save(path)
     loaded = load_model(path, codebook)
     x = codes(seed=3)
     with torch.no_grad():

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import K, save_grid
 
-from conftest import K
-
-from videolm.codes import CodeGrid
+from videolm.codes.grids import CodeGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, ROWS, COLS = 200, 60, 80  # 1.9 MB of uint16 codes per video
@@ -24,10 +23,10 @@ MIB = 2**20
 
 TRAIN = """
 import sys
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid, load_code_grids
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid, load_code_grids
 from videolm.config import ModelConfig, Params, TrainConfig
-from videolm.train import train_model
+from videolm.training.train import train_model
 
 folder, in_memory = sys.argv[1], sys.argv[2] == "1"
 codebook = Codebook.load(f"{folder}/codebook.h5")
@@ -47,7 +46,7 @@ def write_videos(folder: Path, codebook, n: int) -> Path:
     for i in range(n):
         codes = rng.integers(0, K, (FRAMES, ROWS, COLS)).astype(np.uint16)
         val_end = 190 if i == 0 else 180  # one validation video: scoring time does not grow with n
-        CodeGrid(f"v{i:03d}", codes, 180, val_end).save(folder / f"codes/v{i:03d}.h5", codebook, codebook.size, "v.mp4")
+        save_grid(CodeGrid(f"v{i:03d}", codes, 180, val_end), folder / f"codes/v{i:03d}.h5", codebook, codebook.size, "v.mp4")
     return folder
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pydantic import ValidationError
-
 from conftest import moving_grid
+from pydantic import ValidationError
 from test_resume import Stop, run, tiny_params  # dropout on: a draw from torch's generator shows in the weights
 
 from videolm.config import TrainConfig
-from videolm.models.linear_ce import sample_linear
-from videolm.train import run_digest, step_generator, with_own_predictions
+from videolm.model.linear_ce import sample_linear
+from videolm.training.train import run_digest, step_generator, with_own_predictions
 
 
 def weights(codebook, params, resume=None, stop_at=None) -> dict[str, torch.Tensor]:
@@ -99,7 +98,7 @@ def test_off_trains_exactly_as_without_it(codebook, monkeypatch):
     leaves the model in training mode."""
     plain = weights(codebook, tiny_params())
     assert same(weights(codebook, tiny_params(own_predictions=1e-12, own_passes=2)), plain)
-    monkeypatch.setattr("videolm.train.with_own_predictions", None)  # called, it would fail
+    monkeypatch.setattr("videolm.training.train.with_own_predictions", None)  # called, it would fail
     assert same(weights(codebook, tiny_params()), plain)
 
 

@@ -16,11 +16,13 @@ import pytest
 import torch
 from conftest import moving_frames, write_video
 
+from videolm.codes.encoding import encode_videos
 from videolm.config import DataConfig
-from videolm.encoding import encode_videos
-from videolm.frames import extract_frames, list_frames
-from videolm.parallel import map_in_order, worker_count
-from videolm.video import UnusableVideo, find_videos
+from videolm.data.extract import extract_frames
+from videolm.data.frames import list_frames
+from videolm.data.parallel import map_in_order, worker_count
+from videolm.data.video import find_videos
+from videolm.errors import UnusableVideo
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -117,7 +119,7 @@ def test_extract_and_encode_give_the_same_bytes_with_workers(folder, tmp_path, c
 
 KILLED = """
 import functools, os, sys, time
-from videolm.parallel import map_in_order
+from videolm.data.parallel import map_in_order
 items = [os.getpid, os.getpid, functools.partial(time.sleep, 60), functools.partial(time.sleep, 60)]
 for result in map_in_order(__import__("operator").call, items, 2, "sleeps"):
     print(result.result(), flush=True)

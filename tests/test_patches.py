@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videolm.errors import VideoLMError
-from videolm.frames import write_frames
-from videolm.patches import (
+from videolm.codes.patches import (
     PatchSample,
     extract_patches,
     grid_shape,
@@ -16,6 +14,8 @@ from videolm.patches import (
     sample_training_patches,
     training_std,
 )
+from videolm.data.frames import write_frames
+from videolm.errors import VideoLMError
 
 
 def random_frames(n=3, h=30, w=44, seed=0):

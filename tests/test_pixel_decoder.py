@@ -8,13 +8,19 @@ import pytest
 import torch
 from conftest import frames_of, moving_grid, tiny_model
 
-from videolm.checkpoint import DecoderCheckpoint, weights_digest
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
 from videolm.config import DecoderConfig
-from videolm.decoder_training import DecoderCrops, decoded_examples, decoder_loss, train_decoder
+from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
-from videolm.frames import write_frames
-from videolm.pixel_decoder import PixelDecoder, decode_prediction, expected_frame, gradient_difference_loss, load_decoder
+from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.model.pixel_decoder import (
+    PixelDecoder,
+    decode_prediction,
+    expected_frame,
+    gradient_difference_loss,
+    load_decoder,
+)
+from videolm.training.decoder import DecoderCrops, decoded_examples, decoder_loss, train_decoder
 
 SIZE = 4  # the tiny codebook's patch side
 
@@ -23,8 +29,8 @@ SIZE = 4  # the tiny codebook's patch side
 def test_expected_frame_of_a_certain_distribution_is_the_codebook_decoding(codebook, stride):
     codes = np.random.default_rng(0).integers(0, codebook.k, (2, 3, 5))
     probs = torch.nn.functional.one_hot(torch.from_numpy(codes), codebook.k).float()
-    atoms = torch.from_numpy(codebook.atoms().reshape(codebook.k, -1))
-    np.testing.assert_allclose(expected_frame(probs, atoms, SIZE, stride).numpy(), codebook.decode(codes, stride),
+    gray_patches = torch.from_numpy(codebook.gray_patches().reshape(codebook.k, -1))
+    np.testing.assert_allclose(expected_frame(probs, gray_patches, SIZE, stride).numpy(), codebook.decode(codes, stride),
                                rtol=1e-5, atol=1e-3)
 
 

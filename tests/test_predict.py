@@ -19,21 +19,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import K, PATCH, moving_grid, tiny_model, write_video
+from conftest import PATCH, K, moving_grid, save_grid, tiny_model, write_video
 from PIL import Image
 
-from videolm.baselines import fit_baselines
-from videolm.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
-from videolm.codebook import Codebook
-from videolm.codes import encode_frames, load_code_grids
+from videolm.cli.main import main
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import encode_frames, load_code_grids
 from videolm.config import DecoderConfig
+from videolm.data.video import decode_gray
+from videolm.evaluation.baselines import fit_baselines
+from videolm.evaluation.pictures import GAP, LABEL_HEIGHT
+from videolm.image_metrics import MEASURES
 from videolm.io import mark_of
-from videolm.metrics import MEASURES
-from videolm.models import load_model
-from videolm.pictures import GAP, LABEL_HEIGHT
-from videolm.pixel_decoder import PixelDecoder
-from videolm.predict import main
-from videolm.video import decode_gray
+from videolm.model.build import load_model
+from videolm.model.checkpoint import Checkpoint, DecoderCheckpoint, weights_digest
+from videolm.model.pixel_decoder import PixelDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES, HEIGHT, WIDTH, SCALE = 12, 48, 64, 0.5
@@ -44,9 +44,9 @@ def write_workspace(root: Path, codebook: Codebook, patch_size: int = PATCH) -> 
     (root / "data/codes").mkdir(parents=True)
     codebook.save(root / "data/codebook.h5")
     for seed, name in enumerate("ab"):
-        moving_grid(seed, name).save(root / f"data/codes/{name}.h5", codebook, PATCH, f"{name}.mp4")
+        save_grid(moving_grid(seed, name), root / f"data/codes/{name}.h5", codebook, PATCH, f"{name}.mp4")
     model = tiny_model(codebook)
-    Checkpoint(model.state_dict(), model.cfg.model_dump(), K, codebook.digest).save(root / "models/model.pt")
+    Checkpoint(model.state_dict(), model.cfg.model_dump(), codebook.digest).save(root / "models/model.pt")
     params = {"data": {"scale": SCALE}, "patches": {"size": patch_size, "stride": patch_size}, "eval": {"threads": 1}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
@@ -114,7 +114,7 @@ def test_metrics_match_a_direct_computation(run, codebook):
     assert metrics["model_vs_copy_previous_bits"] == pytest.approx(
         metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"])
     assert metrics["psnr_1step_copy_last"] == pytest.approx(10 * math.log10(255 ** 2 / copy_mse))
-    assert metrics["shown"] == "model_codes" and "psnr_1step_model_pixels" not in metrics  # no decoder here
+    assert metrics["shown"] == "model" and "psnr_1step_model_pixels" not in metrics  # no decoder here
     assert 0 <= metrics["model_entropy_bits_per_patch"] <= math.log2(K)
     assert metrics["video"] == str(video) and metrics["codebook_digest"] == codebook.digest
     assert metrics["model_md5"] == hashlib.md5((workspace / "models/model.pt").read_bytes()).hexdigest()
@@ -159,8 +159,8 @@ def wrong_patch_size(ws: Path) -> None:
 @pytest.mark.parametrize("video, breaks, expected", [
     ("missing.mp4", None, ["missing.mp4: no such file"]),
     ("text.mp4", None, ["text.mp4: cannot open as a video"]),
-    ("tiny.mp4", None, ["tiny.mp4: its frames are 3x3 after data.scale=0.5", "4x4 patches"]),
-    ("one.mp4", None, ["one.mp4: 1 frame(s)", "at least 2"]),
+    ("tiny.mp4", None, ["tiny.mp4: frames 3x3 after data.scale=0.5 are smaller than the codebook's 4x4 patches"]),
+    ("one.mp4", None, ["one.mp4: a single frame", "at least 2"]),
     ("square.mp4", break_model, ["models/model.pt: no model checkpoint", "run the train stage"]),
     ("square.mp4", break_codebook, ["data/codebook.h5: codebook not found", "run the fit_codebook stage"]),
     ("square.mp4", wrong_patch_size, ["4x4 patches", "patches.size=8", "dvc repro"]),
@@ -209,4 +209,4 @@ def test_the_workspace_decoder_makes_the_pictures(tmp_path, codebook):
     assert metrics["shown"] == "model_pixels"
     for measure in MEASURES:
         assert metrics[f"{measure}_1step_model_pixels"] == metrics[f"{measure}_1step_copy_last"], measure
-    assert metrics["psnr_1step_model_codes"] != metrics["psnr_1step_copy_last"]
+    assert metrics["psnr_1step_model"] != metrics["psnr_1step_copy_last"]

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import moving_grid, save_grid
 
-from conftest import moving_grid
-
-from videolm.checkpoint import TrainState
-from videolm.codes import CodeGrid
+from videolm.codes.grids import CodeGrid
 from videolm.config import ModelConfig, Params, TrainConfig
-from videolm.train import run_digest, train_model
+from videolm.training.state import TrainState
+from videolm.training.train import run_digest, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 6
@@ -120,7 +119,7 @@ def workspace(path: Path, codebook) -> Path:
     codebook.save(path / "data/codebook.h5")
     (path / "data/codes").mkdir()
     for seed, name in [(0, "a"), (1, "b")]:
-        moving_grid(seed, name).save(path / f"data/codes/{name}.h5", codebook, codebook.size, f"{name}.mp4")
+        save_grid(moving_grid(seed, name), path / f"data/codes/{name}.h5", codebook, codebook.size, f"{name}.mp4")
     return path
 
 

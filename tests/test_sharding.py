@@ -18,14 +18,23 @@ import pytest
 import yaml
 from conftest import moving_frames, write_video
 
-from videolm.codes import load_code_grids
-from videolm.config import (ConfigError, DataConfig, Params, PatchesConfig, PathsConfig, ShardConfig, load_params,
-                            shard_of)
-from videolm.encoding import shard_videos
-from videolm.errors import VideoLMError
-from videolm.frames import extract_frames, list_frames
+from videolm.codes.encoding import shard_videos
+from videolm.codes.grids import load_code_grids
+from videolm.config import (
+    ConfigError,
+    DataConfig,
+    Params,
+    PatchesConfig,
+    PathsConfig,
+    ShardConfig,
+    load_params,
+    shard_of,
+)
+from videolm.data.extract import extract_frames
+from videolm.data.frames import list_frames
+from videolm.data.video import find_videos
+from videolm.errors import VideoError, VideoLMError
 from videolm.io import OutputError, ShardRecord, guard_outputs, read_shard_record, write_shard_record
-from videolm.video import VideoError, find_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTS = DataConfig().extensions

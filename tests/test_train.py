@@ -8,18 +8,17 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import K, moving_grid, save_grid, tiny_model
 
-from conftest import K, moving_grid, tiny_model
-
-from videolm.baselines import fit_baselines
-from videolm.codes import CodeGrid, load_code_grids
+from videolm.codes.grids import CodeGrid, load_code_grids
 from videolm.config import ModelConfig, Params, TrainConfig
-from videolm.dataset import CodeGridDataset
 from videolm.errors import VideoLMError
-from videolm.scoring import predict_video, score_part
-from videolm.models import build_model
-from videolm.models.linear_ce import IGNORE
-from videolm.train import TrainingError, make_optimizer, train_model, validation_videos, without_border
+from videolm.evaluation.baselines import fit_baselines
+from videolm.evaluation.scoring import predict_video, score_part
+from videolm.model.build import build_model
+from videolm.model.linear_ce import IGNORE
+from videolm.training.crops import CodeGridDataset
+from videolm.training.train import TrainingError, make_optimizer, train_model, validation_videos, without_border
 
 GH, GW = 6, 8  # moving_grid's code grid
 TRAIN_END, VAL_END = 18, 22
@@ -163,7 +162,7 @@ def test_grids_read_from_files_in_loader_workers_train_the_same(codebook, tmp_pa
     if asked, and training takes the same steps as on grids held in memory."""
     grids = [moving_grid(seed, f"v{seed}") for seed in range(3)]
     for grid in grids:
-        grid.save(tmp_path / f"{grid.video_id}.h5", codebook, codebook.size, "v.mp4")
+        save_grid(grid, tmp_path / f"{grid.video_id}.h5", codebook, codebook.size, "v.mp4")
     loaded = load_code_grids(tmp_path, codebook)
     held, _ = train_model(grids, codebook, tiny_params(epochs=2, steps=5))
     for workers in [0, 2]:

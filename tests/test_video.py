@@ -11,24 +11,13 @@ import numpy as np
 import pytest
 from conftest import N_FRAMES, H, W, moving_frames, write_video
 
-from videolm.codes import CodeGrid
+from videolm.codes.grids import CodeGrid
 from videolm.config import DataConfig
-from videolm.errors import VideoLMError
-from videolm.frames import VideoFrames, check_patch_fits, extract_frames, list_frames
-from videolm.video import (
-    VideoError,
-    assign_videos,
-    decode_gray,
-    LUMA_FIRST,
-    find_videos,
-    split_bounds,
-    split_rule,
-    time_split,
-    to_gray,
-    ucf101_assignment,
-    video_fps,
-    video_id_of,
-)
+from videolm.data.extract import extract_frames
+from videolm.data.frames import VideoFrames, check_patch_fits, list_frames
+from videolm.data.split import assign_videos, split_bounds, split_rule, time_split, ucf101_assignment
+from videolm.data.video import LUMA_FIRST, decode_gray, find_videos, to_gray, video_fps, video_id_of
+from videolm.errors import VideoError, VideoLMError
 
 EXTS = DataConfig().extensions
 

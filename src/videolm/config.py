@@ -33,7 +33,6 @@ from pydantic_core import PydanticCustomError
 
 from videolm.errors import VideoLMError
 
-
 FLOAT32_MAX = 3.4e38  # the optimizer keeps lr and weight decay in float32: larger values cannot be used
 
 
@@ -186,7 +185,7 @@ class ModelConfig(_Section):
     input_layers: int = Field(1, ge=1, description="input convolutions before the recurrence")
     nonlinearity: Literal["tanh", "relu", "sigmoid"] = Field("tanh", description="activation of every layer")
     head: Literal["independent", "tied", "atom"] = Field(
-        "atom", description="output layer: independent weights, tied to the embedding, or from the atoms "
+        "atom", description="output layer: independent weights, tied to the embedding, or from the centroids "
                             "(centroids)")
     dropout: float = Field(0.3, ge=0, lt=1, description="on the features before the output layer")
 

@@ -16,7 +16,6 @@ that started it, even killed (on Linux), so nothing goes on writing after a stag
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import pickle
@@ -31,10 +30,11 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from videolm.lifetime import die_with_parent
+
 T = TypeVar("T")
 R = TypeVar("R")
 
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 QUEUED_PER_WORKER = 2  # items handed to the pool per worker at a time: one running, one waiting
 
 _fn: Callable | None = None  # the function a worker process maps, set once by `_start_worker`
@@ -119,18 +119,6 @@ def _start_worker(fn: Callable) -> None:
         os.environ[var] = "1"  # for libraries loaded after this
     if "torch" in sys.modules:  # loaded already (by `fn`'s module, or the main script's): too late for the above
         sys.modules["torch"].set_num_threads(1)
-
-
-def die_with_parent(sig: int, parent_pid: int | None) -> None:
-    """On Linux, have the kernel send this process `sig` when the process that started it
-    (`parent_pid`) dies (killed, say): otherwise a worker would go on writing into the stage's
-    temporary output folder, which the next run removes as a dead run's."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig)
-    if parent_pid is not None and os.getppid() != parent_pid:  # it died before the line above
-        os._exit(1)
 
 
 def _call(item):

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from videolm.baselines import Baselines
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid
 from videolm.errors import VideoLMError
-from videolm.metrics import psnr_from_mse
+from videolm.evaluation.baselines import Baselines
+from videolm.image_metrics import psnr_from_mse
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from videolm.codes import CodeGrid
+from videolm.codes.grids import CodeGrid
 
 
 @dataclass(eq=False)

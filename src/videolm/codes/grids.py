@@ -1,7 +1,7 @@
 """Code grids: encoding frames to centroid indices, storing them in HDF5, reading them back.
 
-`CodeGrid` owns the code files (`save`, `load`); `encode_video` makes one from a frames file,
-writing it as it goes. Both create the file through `_codes_file`, so its layout is declared once.
+`create_codes_file` is the one writer of a code file (its layout declared once), `CodeGrid.load`
+the reader; `encode_video` makes one from a frames file, writing it as it goes.
 `encode_frames` is the encoding itself, of frames in memory (`videolm predict` uses it too).
 `codes/<video_id>.h5` holds `codes` uint16 (T, rows, cols) and, as attributes, the
 video's source and split and the codebook it was encoded with (k, patch size, stride,
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Iterator
 import h5py
 import numpy as np
 
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
+from videolm.codes.patches import extract_patches, grid_shape
 from videolm.errors import VideoLMError
 from videolm.io import COMPRESSION, create_h5, h5_dataset, h5_files, write_attrs
-from videolm.patches import extract_patches, grid_shape
 
 if TYPE_CHECKING:  # only a type: encoding needs no video decoding code
-    from videolm.frames import VideoFrames
+    from videolm.data.frames import VideoFrames
 
 
 class CodesError(VideoLMError):
@@ -103,12 +103,6 @@ class CodeGrid:
         return {"train": (0, self.train_end), "val": (self.train_end, self.val_end),
                 "test": (self.val_end, len(self.codes))}[name]
 
-    def save(self, path: str | Path, codebook: Codebook, stride: int, source: str) -> None:
-        """Write the grid, chunked by frame, with the video's source and split and the codebook
-        it is encoded with (k, patch size, stride, digest) as attributes."""
-        with _codes_file(path, self.codes.shape, codebook, stride, source, self.train_end, self.val_end) as codes:
-            codes[...] = self.codes[:]
-
     @classmethod
     def load(cls, path: str | Path, codebook: Codebook | None = None) -> CodeGrid:
         """Open one code file, checked for shape, type and (if given) the codebook; its codes are
@@ -126,15 +120,14 @@ class CodeGrid:
 
 
 @contextmanager
-def _codes_file(path: str | Path, shape: tuple[int, int, int], codebook: Codebook, stride: int, source: str,
+def create_codes_file(path: str | Path, shape: tuple[int, int, int], codebook: Codebook, stride: int, source: str,
                 train_end: int, val_end: int) -> Iterator[h5py.Dataset]:
     """Create a code file and yield its empty `codes` dataset (uint16 `shape`, one chunk per
     frame) for the caller to fill, whole or frame range by frame range; the attributes are
     written when the block ends.
 
-    The chunks are flushed to the file before the attributes are written, as closing the
-    dataset did when grids were only written whole: otherwise they would land after the
-    attributes, and every code file's bytes (and DVC hash) would change with how it was written.
+    The chunks are flushed to the file before the attributes are written, so that a file's
+    bytes (and DVC hash) do not depend on whether it was written whole or range by range.
     """
     with create_h5(path) as f:
         codes = h5_dataset(f, "codes", shape=shape, dtype=np.uint16, chunks=(1, *shape[1:]), **COMPRESSION)
@@ -165,7 +158,7 @@ def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_fram
     sq_all = sq_test = 0.0
     n_all = n_test = 0
     shape = (video.n_frames, *grid_shape(height, width, codebook.size, stride))
-    with _codes_file(out_path, shape, codebook, stride, video.source, video.train_end, video.val_end) as out:
+    with create_codes_file(out_path, shape, codebook, stride, video.source, video.train_end, video.val_end) as out:
         for start in range(0, video.n_frames, chunk_frames):
             frames = video.read(start, start + chunk_frames)  # (n, H, W) uint8
             codes = encode_frames(frames, codebook, stride)

@@ -78,7 +78,7 @@ def _with_labels(grid: np.ndarray, row_names: list[str], col_names: list[str], c
 
 
 def comparison_grid(examples) -> np.ndarray:
-    """One block per example (a `videolm.generate.Example`): rows truth then each method it
+    """One block per example (a `videolm.evaluation.generate.Example`): rows truth then each method it
     holds, columns the context frames then the predicted horizon (context repeated in every row)."""
     blocks = []
     for ex in examples:

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
+from videolm.codes.patches import PatchSample, reconstruct
 from videolm.config import CodebookConfig
+from videolm.image_metrics import psnr
 from videolm.io import load_h5, save_h5
-from videolm.metrics import psnr
-from videolm.patches import PatchSample, reconstruct
 
 
 @dataclass(eq=False)
@@ -72,7 +72,7 @@ class Codebook:
         """(n, size*size) patches in gray levels -> (n,) int64 index of the nearest centroid."""
         return assign_codes(patches / self.std, self.centroids)
 
-    def atoms(self) -> np.ndarray:
+    def gray_patches(self) -> np.ndarray:
         """(k, size, size) centroids in gray levels."""
         return (self.centroids * self.std).reshape(self.k, self.size, self.size)
 

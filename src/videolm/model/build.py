@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from videolm.checkpoint import Checkpoint
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
 from videolm.errors import VideoLMError
-from videolm.models.rcnn import RCNN
-from videolm.models.rnn import RNN
+from videolm.model.checkpoint import Checkpoint
+from videolm.model.rcnn import RCNN
+from videolm.model.rnn import RNN
 
 MODELS = {"rcnn": RCNN, "rnn": RNN}
 
 
 def build_model(cfg: ModelConfig, codebook: Codebook) -> RCNN:
-    atoms = torch.from_numpy(codebook.centroids)
-    return MODELS[cfg.name](cfg, codebook.k, atoms)
+    return MODELS[cfg.name](cfg, codebook.k, torch.from_numpy(codebook.centroids))
 
 
 def load_model(path, codebook: Codebook) -> RCNN:

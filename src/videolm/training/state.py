@@ -1,93 +1,21 @@
-"""The train stage's two files: the trained model's checkpoint (`models/model.pt`) and the
-resume state of a run under way (`paths.resume`).
+"""The resume state of a training run under way (`paths.resume`): `TrainState`.
 
-`Checkpoint` owns the model file: the model's weights, the model config to rebuild it with,
-the codebook it was trained on (size and digest, so a stale pairing fails loudly) and the
-training summary. `TrainState` owns the resume file. Both are plain dicts of tensors and
-builtins, saved with `torch.save` to a file object (so the same contents give the same bytes)
-and loaded with `weights_only=True`: loading either never runs code.
+Saved with `torch.save` to a file object as a dict of tensors and builtins, and loaded with
+`weights_only=True`: loading it never runs code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from videolm.distributed import Ranks
-from videolm.errors import VideoLMError
-from videolm.io import MARK, atomic_path
-
-
-def _save(obj, path: str | Path, stage: str = "train") -> None:
-    """`obj`'s dataclass fields as a dict with `stage`'s mark, written atomically."""
-    # a file object: the archive's inner name does not take the temp name
-    with atomic_path(path, stage) as tmp, open(tmp, "wb") as f:
-        torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: stage}, f)
-
-
-def _load(cls, path: str | Path):
-    """An instance of the dataclass `cls` from a file `_save` wrote (raises FileNotFoundError)."""
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return cls(**{f.name: stored[f.name] for f in fields(cls)})
-
-
-def _load_made_by(cls, path: str | Path, what: str, stage: str):
-    """`_load`, with a missing file one line naming it, what it is and the stage that makes it."""
-    try:
-        return _load(cls, path)
-    except FileNotFoundError:
-        raise VideoLMError(f"{path}: no {what} (run the {stage} stage first)") from None
-
-
-@dataclass
-class Checkpoint:
-    model: dict[str, torch.Tensor]  # state_dict
-    model_config: dict  # `ModelConfig.model_dump()`
-    k: int  # codebook size
-    codebook: str  # codebook digest
-    summary: dict = field(default_factory=dict)  # what training reported
-
-    def save(self, path: str | Path) -> None:
-        _save(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Checkpoint:
-        return _load_made_by(cls, path, "model checkpoint", "train")
-
-
-@dataclass
-class DecoderCheckpoint:
-    """The train_decoder stage's file: the pixel decoder's weights and config, and what it was
-    trained on top of (the model's weights digest, the codebook's digest, the patch stride)."""
-
-    decoder: dict[str, torch.Tensor]  # state_dict
-    decoder_config: dict  # `DecoderConfig.model_dump()`
-    model: str  # `weights_digest` of the model
-    codebook: str  # codebook digest
-    stride: int
-    summary: dict = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> None:
-        _save(self, path, "train_decoder")
-
-    @classmethod
-    def load(cls, path: str | Path) -> DecoderCheckpoint:
-        return _load_made_by(cls, path, "pixel decoder", "train_decoder")
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of a model's weights, in state_dict order: names a trained model."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+from videolm.model.checkpoint import load_fields, save_fields
+from videolm.training.distributed import Ranks
 
 
 @dataclass
@@ -121,13 +49,13 @@ class TrainState:
         self.saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "rng": ranks.gather(_rng_states())}
         if ranks.main:
-            _save(self, path)
+            save_fields(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainState | None:
         """The state saved at `path`, or None if there is none."""
         try:
-            return _load(cls, path)
+            return load_fields(cls, path)
         except FileNotFoundError:
             return None
 

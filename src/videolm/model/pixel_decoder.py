@@ -1,11 +1,11 @@
 """Pixels from the model's prediction: a small convolutional network on top of the rCNN.
 
-Decoding the argmax code (or the mean of the atoms under the predicted distribution) gives
+Decoding the argmax code (or the mean of the codebook's gray patches under the predicted distribution) gives
 pictures that are either a copy of the last frame or a blur: the codebook throws away where
 inside its patch an edge lies, and the argmax keeps the last code almost everywhere. The
 decoder sees what the model knows and what the codebook forgot:
 
-- the expected frame under the model's predicted distribution (the mean of the atoms,
+- the expected frame under the model's predicted distribution (the mean of the codebook's gray patches,
   patches put back with overlaps averaged),
 - the model's recurrent state (its features at every cell),
 - the real frames on either side of the one predicted: for extrapolation both are the last
@@ -35,21 +35,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from videolm.checkpoint import DecoderCheckpoint, weights_digest
+from videolm.codes.patches import covered_shape
 from videolm.config import DecoderConfig
 from videolm.errors import VideoLMError
-from videolm.patches import covered_shape
+from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 
 GRAY_MID, GRAY_SCALE = 128.0, 64.0  # inputs enter as (gray - 128) / 64
 HORIZON_SCALE = 10.0  # the horizon enters as frames ahead / 10
 
 
-def expected_frame(probs: torch.Tensor, atoms: torch.Tensor, size: int, stride: int) -> torch.Tensor:
-    """Mean of the atoms under `probs` (B, H, W, k), patches put back -> (B, (H-1)s+p, (W-1)s+p)
-    gray frames; `atoms` (k, size*size) in gray levels. Overlapping pixels are averaged, as the
+def expected_frame(probs: torch.Tensor, gray_patches: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """Mean of the codebook's gray patches under `probs` (B, H, W, k), patches put back -> (B, (H-1)s+p, (W-1)s+p)
+    gray frames; `gray_patches` (k, size*size) in gray levels. Overlapping pixels are averaged, as the
     codebook's decoding does."""
     b, h, w, _ = probs.shape
-    patches = (probs.reshape(b, h * w, -1) @ atoms).transpose(1, 2)  # (B, p*p, H*W)
+    patches = (probs.reshape(b, h * w, -1) @ gray_patches).transpose(1, 2)  # (B, p*p, H*W)
     out = covered_shape(h, w, size, stride)
     total = F.fold(patches, out, size, stride=stride)  # (B, 1, H', W')
     count = F.fold(torch.ones_like(patches[:1]), out, size, stride=stride)
@@ -57,11 +57,11 @@ def expected_frame(probs: torch.Tensor, atoms: torch.Tensor, size: int, stride: 
 
 
 class PixelDecoder(nn.Module):
-    def __init__(self, cfg: DecoderConfig, hidden: int, atoms: torch.Tensor, size: int, stride: int):
-        """`hidden`: the rCNN's state channels; `atoms` (k, size*size) in gray levels."""
+    def __init__(self, cfg: DecoderConfig, hidden: int, gray_patches: torch.Tensor, size: int, stride: int):
+        """`hidden`: the rCNN's state channels; `gray_patches` (k, size*size) in gray levels."""
         super().__init__()
         self.cfg, self.size, self.stride = cfg, size, stride
-        self.register_buffer("atoms", atoms.float())
+        self.register_buffer("gray_patches", gray_patches.float())
         cells = stride * stride  # pixels per cell
         self.body = nn.Sequential(
             nn.Conv2d(3 * cells + hidden + 3, cfg.width, 3, padding=1), nn.ReLU(),
@@ -73,14 +73,14 @@ class PixelDecoder(nn.Module):
     @classmethod
     def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int) -> PixelDecoder:
         """A decoder (untrained) for the rCNN `model` over `codebook`'s codes at patch `stride`."""
-        atoms = torch.from_numpy(codebook.atoms().reshape(codebook.k, -1).astype(np.float32))
-        return cls(cfg, model.cfg.hidden, atoms, codebook.size, stride)
+        gray_patches = torch.from_numpy(codebook.gray_patches().reshape(codebook.k, -1).astype(np.float32))
+        return cls(cfg, model.cfg.hidden, gray_patches, codebook.size, stride)
 
     def summarize(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the decoder reads of a predicted distribution `probs` (B, H, W, k): the mean of the
-        atoms, (B, H', W') gray frames (H' = (H-1)s+p), and the entropy (B, H, W) in units of log k."""
+        gray_patches, (B, H', W') gray frames (H' = (H-1)s+p), and the entropy (B, H, W) in units of log k."""
         entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1) / math.log(probs.shape[-1])
-        return expected_frame(probs, self.atoms, self.size, self.stride), entropy
+        return expected_frame(probs, self.gray_patches, self.size, self.stride), entropy
 
     def forward(self, expected: torch.Tensor, entropy: torch.Tensor, state: torch.Tensor, before: torch.Tensor,
                 after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor) -> torch.Tensor:

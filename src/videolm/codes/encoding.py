@@ -15,13 +15,13 @@ from contextlib import closing
 from functools import partial
 from pathlib import Path
 
-from videolm.codebook import Codebook
-from videolm.codes import encode_video
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import encode_video
 from videolm.config import ShardConfig
+from videolm.data.frames import VideoFrames
+from videolm.data.parallel import map_in_order
 from videolm.errors import VideoLMError
-from videolm.frames import VideoFrames
 from videolm.io import ShardRecord, read_shard_record
-from videolm.parallel import map_in_order
 
 
 def encode_videos(videos: list[VideoFrames], codebook: Codebook, stride: int, chunk_frames: int,

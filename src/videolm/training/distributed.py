@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from videolm.errors import VideoLMError
-from videolm.parallel import die_with_parent
+from videolm.lifetime import die_with_parent
 
 # cuBLAS needs a fixed workspace to give deterministic matmuls on CUDA >= 10.2 (without it
 # `torch.use_deterministic_algorithms(True)` raises at the first matmul); this is the setting
@@ -39,7 +39,6 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -47,15 +46,20 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def join(cls, device: torch.device) -> Ranks:
-        """Under torchrun (`WORLD_SIZE` > 1 in the environment) join the process group, with gloo
-        on the CPU and nccl on CUDA; otherwise this one process is rank 0 of 1."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
+    def launched(cls) -> Ranks:
+        """This process's place as torchrun started it (`RANK`, `WORLD_SIZE`); rank 0 of 1 otherwise."""
+        if not under_torchrun():
             return cls()
-        if not dist.is_initialized():
+        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+
+    @classmethod
+    def join(cls, device: torch.device) -> Ranks:
+        """`launched()`, having joined the process group when there are several processes: gloo
+        on the CPU, nccl on CUDA."""
+        ranks = cls.launched()
+        if ranks.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return ranks
 
     def sum(self, values: list[float]) -> list[float]:
         """Each value summed over the ranks (float64), in the same order on every rank."""
@@ -88,12 +92,8 @@ def _collective_device() -> torch.device:
 
 
 def under_torchrun() -> bool:
+    """Whether torchrun started this process (it sets `WORLD_SIZE`, 1 included)."""
     return "WORLD_SIZE" in os.environ
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 (or not distributed): the one that writes outputs."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:

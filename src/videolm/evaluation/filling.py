@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from videolm.clips import Clip, clip_frames
-from videolm.codebook import Codebook
-from videolm.flow import interpolate_flow
-from videolm.metrics import Pool, moving_mask
-from videolm.pixel_decoder import PixelDecoder, decode_prediction
+from videolm.codes.codebook import Codebook
+from videolm.evaluation.clips import Clip, clip_frames
+from videolm.evaluation.flow import interpolate_flow
+from videolm.image_metrics import Pool, moving_mask
+from videolm.model.pixel_decoder import PixelDecoder, decode_prediction
 
 METHODS = ("model", "model_forward", "model_pixels", "average", "flow", "codebook")
 

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from videolm.clips import Clip, clip_frames
-from videolm.codebook import Codebook
+from videolm.codes.codebook import Codebook
+from videolm.codes.patches import covered_shape
 from videolm.errors import VideoLMError
-from videolm.flow import extrapolate_flow
-from videolm.metrics import MEASURES, Pool, moving_mask
-from videolm.patches import covered_shape
-from videolm.pixel_decoder import PixelDecoder, decode_prediction
-from videolm.scoring import entropy_bits
+from videolm.evaluation.clips import Clip, clip_frames
+from videolm.evaluation.flow import extrapolate_flow
+from videolm.evaluation.scoring import entropy_bits
+from videolm.image_metrics import MEASURES, Pool, moving_mask
+from videolm.model.pixel_decoder import PixelDecoder, decode_prediction
 
 METHODS = ("model", "model_pixels", "copy_last", "copy_last_codes", "flow", "codebook")
 

@@ -16,8 +16,30 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from videolm.codes import CodeGrid
+from videolm.codes.grids import CodeGrid
 from videolm.errors import VideoLMError
+
+
+class CropPositions:
+    """Where a random crop of `crop` x `crop` cells (clamped to the grids) starts: a grid, a first
+    frame in its range `[first, last)`, and a top-left cell. With `by_area` every (grid, frame,
+    cell) position is equally likely; otherwise every (grid, frame), so a large frame counts as
+    much as a small one."""
+
+    def __init__(self, ranges: list[tuple[CodeGrid, int, int]], crop: int, by_area: bool):
+        self.ranges = ranges  # (grid, first start frame, last start frame + 1)
+        self.crop = min([crop] + [min(g.codes.shape[1:]) for g, _, _ in ranges])
+        counts = np.array([(last - first) * ((g.codes.shape[1] - self.crop + 1) * (g.codes.shape[2] - self.crop + 1)
+                                             if by_area else 1) for g, first, last in ranges], np.float64)
+        self.weights = counts / counts.sum()
+
+    def draw(self, rng: np.random.Generator) -> tuple[CodeGrid, int, int, int]:
+        """(grid, t, y, x), four draws from `rng` in that order."""
+        grid, first, last = self.ranges[rng.choice(len(self.ranges), p=self.weights)]
+        t = int(rng.integers(first, last))
+        y = int(rng.integers(0, grid.codes.shape[1] - self.crop + 1))
+        x = int(rng.integers(0, grid.codes.shape[2] - self.crop + 1))
+        return grid, t, y, x
 
 
 class CodeGridDataset(Dataset):
@@ -29,19 +51,17 @@ class CodeGridDataset(Dataset):
         backwards (motion reversed is still plausible motion); `mirror` (k,) maps each code
         to the code of its left-right mirrored atom, and mirrors the crop.
         """
-        self.ranges = []  # (grid, first frame, last start + 1)
+        ranges = []
         for grid in grids:
             start, stop = grid.part(part)
             if stop - start >= steps:
-                self.ranges.append((grid, start, stop - steps + 1))
-        if not self.ranges:
+                ranges.append((grid, start, stop - steps + 1))
+        if not ranges:
             raise VideoLMError(f"no video has {steps} consecutive {part} frames (lower train.bptt)")
-        self.crop = min([crop] + [min(g.codes.shape[1:]) for g, _, _ in self.ranges])
+        self.positions = CropPositions(ranges, crop, by_area=True)
+        self.crop = self.positions.crop
         self.steps, self.length, self.seed = steps, length, seed
         self.reverse_time, self.mirror = reverse_time, mirror
-        counts = np.array([(last - first) * (g.codes.shape[1] - self.crop + 1) * (g.codes.shape[2] - self.crop + 1)
-                           for g, first, last in self.ranges], np.float64)
-        self.weights = counts / counts.sum()
 
     def __len__(self) -> int:
         return self.length
@@ -49,10 +69,7 @@ class CodeGridDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         """(steps, crop, crop) int64 codes."""
         rng = np.random.default_rng([self.seed, i])
-        grid, first, last = self.ranges[rng.choice(len(self.ranges), p=self.weights)]
-        t = rng.integers(first, last)
-        y = rng.integers(0, grid.codes.shape[1] - self.crop + 1)
-        x = rng.integers(0, grid.codes.shape[2] - self.crop + 1)
+        grid, t, y, x = self.positions.draw(rng)
         clip = grid.codes[t:t + self.steps, y:y + self.crop, x:x + self.crop].astype(np.int64)
         if self.reverse_time and rng.random() < 0.5:
             clip = clip[::-1]

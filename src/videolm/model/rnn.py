@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from videolm.config import ModelConfig
-from videolm.models.rcnn import RCNN
+from videolm.model.rcnn import RCNN
 
 
 class RNN(RCNN):
-    def __init__(self, cfg: ModelConfig, k: int, atoms: torch.Tensor | None = None):
-        super().__init__(cfg.model_copy(update={"kernel_size": 1}), k, atoms)
+    def __init__(self, cfg: ModelConfig, k: int, centroids: torch.Tensor | None = None):
+        super().__init__(cfg.model_copy(update={"kernel_size": 1}), k, centroids)

@@ -1,16 +1,10 @@
-"""Frame extraction: videos -> one HDF5 file of gray uint8 frames per video.
-
-`VideoFrames` owns the frames file: dataset `frames` uint8 (T, H, W), chunked by frame, and
-as attributes the video's source, fps, split rule, part and split bounds (`video.py`).
-`write_frames` is the only writer, `VideoFrames.open` / `list_frames` the only readers.
-A folder of per-video files (rather than one big file) lets a changed video redo only its
-own file, and lets DVC track the folder as one output.
+"""Frame extraction: videos -> the frames files (`data/frames.py`), one per video.
 
 `extract_frames` maps `extract_video` over the listed videos in `workers` processes
-(`parallel.map_in_order`; 1 = serially, in this process), taking their results in the videos'
+(`map_in_order`; 1 = serially, in this process), taking their results in the videos'
 order: each is kept (its frames file) or skipped with its reason (`Skipped`), so one bad file
 among thousands costs only itself. The split is decided once every video is. With a `shard`
-(README: "Across machines") only that shard's videos are decoded, into a folder of their own,
+(docs/scale-out.md) only that shard's videos are decoded, into a folder of their own,
 with the split an unsharded run gives them; `list_frames` reads a folder of shard folders as one.
 """
 
@@ -22,79 +16,21 @@ import logging
 from contextlib import closing
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterator
 
 import h5py
-import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from videolm.config import DataConfig, ShardConfig
-from videolm.io import (COMPRESSION, ShardRecord, atomic_path, create_h5, h5_dataset, h5_files, write_attrs, write_json,
-                        write_shard_record)
-from videolm.parallel import map_in_order
-from videolm.video import (Video, UnusableVideo, VideoError, assign_videos, decode_gray, split_bounds, split_rule,
-                           ucf101_assignment, video_fps)
+from videolm.data.frames import VideoFrames, write_frames
+from videolm.data.parallel import map_in_order
+from videolm.data.split import assign_videos, split_bounds, split_rule, ucf101_assignment
+from videolm.data.video import Video, decode_usable, video_fps
+from videolm.errors import UnusableVideo, VideoError
+from videolm.io import ShardRecord, atomic_path, write_attrs, write_json, write_shard_record
 
 log = logging.getLogger(__name__)
-
-BLOCK = 32  # frames appended to the HDF5 dataset at a time
-
-
-@dataclass
-class VideoFrames:
-    """One video's frames file, opened lazily: `read` loads only the frames asked for."""
-
-    path: Path
-    video_id: str
-    source: str
-    n_frames: int
-    frame_shape: tuple[int, int]
-    train_end: int
-    val_end: int
-    fps: float = 0.0  # 0 where unknown
-
-    @classmethod
-    def open(cls, path: str | Path) -> VideoFrames:
-        path = Path(path)
-        with h5py.File(path, "r") as f:
-            a = f.attrs
-            n, height, width = f["frames"].shape
-            return cls(path, path.stem, str(a["source"]), n, (height, width), int(a["train_end"]), int(a["val_end"]),
-                       float(a.get("fps", 0.0)))
-
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """(n, H, W) uint8 frames [start, stop)."""
-        with h5py.File(self.path, "r") as f:
-            return f["frames"][start:stop]
-
-
-def write_frames(path: Path, frames: Iterator[np.ndarray], split: Callable[[int], tuple[int, int]],
-                 attrs: dict) -> VideoFrames:
-    """Stream gray (H, W) uint8 frames into a new frames file, `BLOCK` at a time.
-
-    `split(n)` gives (train_end, val_end) once the number of frames n is known; `attrs`
-    (source, fps, split rule, part) are stored beside them.
-    """
-    first = next(frames, None)
-    if first is None:
-        raise VideoError(f"{attrs['source']}: no frames could be decoded")
-    height, width = first.shape
-    with create_h5(path) as f:
-        dset = h5_dataset(f, "frames", shape=(0, height, width), maxshape=(None, height, width),
-                          dtype=np.uint8, chunks=(1, height, width), **COMPRESSION)
-        block = [first]
-        n = 0
-        for frame in frames:
-            block.append(frame)
-            if len(block) == BLOCK:
-                n = _append(dset, block, n)
-                block = []
-        n = _append(dset, block, n)
-        train_end, val_end = split(n)
-        write_attrs(f, {**attrs, "train_end": train_end, "val_end": val_end})
-    return VideoFrames.open(path)
 
 
 @dataclass(frozen=True)
@@ -124,18 +60,11 @@ def extract_video(video: Video, out_file: Path, cfg: DataConfig) -> VideoFrames:
     if video.problem:
         raise UnusableVideo(video.path, video.problem)
     try:
-        with closing(decode_gray(video.path, cfg.scale, cfg.frame_stride, cfg.max_frames)) as frames:
-            head = list(islice(frames, 2))
-            if len(head) < 2:
-                raise UnusableVideo(video.path, f"{'a single frame' if head else 'no frame'} with data.frame_stride="
-                                                f"{cfg.frame_stride}, data.max_frames={cfg.max_frames}: at least 2 "
-                                                f"are needed (the model predicts each next frame)")
-            height, width = head[0].shape
-            if min(height, width) < cfg.min_size:
-                raise UnusableVideo(video.path, f"frames {width}x{height} after data.scale={cfg.scale} are smaller "
-                                                f"than data.min_size={cfg.min_size}")
+        frames = decode_usable(video.path, cfg, cfg.min_size, f"data.min_size={cfg.min_size}")
+        with closing(frames):
+            first = next(frames)  # refuses an unusable video before anything is read of it or written
             attrs = {"source": video.source, "fps": video_fps(video.path), "split_rule": "time", "part": "time"}
-            return write_frames(out_file, chain(head, frames), lambda n: split_bounds("time", n, cfg), attrs)
+            return write_frames(out_file, chain([first], frames), lambda n: split_bounds("time", n, cfg), attrs)
     except BaseException:
         out_file.unlink(missing_ok=True)
         raise
@@ -236,22 +165,3 @@ def _relabel(video: VideoFrames, rule: str, part: str, cfg: DataConfig) -> Video
     return replace(video, train_end=train_end, val_end=val_end)
 
 
-def _append(dset: h5py.Dataset, block: list[np.ndarray], n: int) -> int:
-    if block:
-        dset.resize(n + len(block), axis=0)
-        dset[n:n + len(block)] = np.stack(block)
-    return n + len(block)
-
-
-def list_frames(frames_dir: str | Path) -> list[VideoFrames]:
-    """The frames files of an `extract_frames` output folder, sorted by video id."""
-    return [VideoFrames.open(path) for path in h5_files(frames_dir, "frames files", "extract_frames")]
-
-
-def check_patch_fits(videos: list[VideoFrames], size: int) -> None:
-    """Fail before any work if a video's frames are smaller than one patch."""
-    for video in videos:
-        if min(video.frame_shape) < size:
-            height, width = video.frame_shape
-            raise VideoError(f"patches.size={size} is larger than the {height}x{width} frames of "
-                             f"{video.source} (after data.scale): lower patches.size or raise data.scale")

@@ -16,21 +16,22 @@ Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid
 from videolm.config import DecoderConfig
+from videolm.data.frames import VideoFrames
 from videolm.errors import VideoLMError
-from videolm.frames import VideoFrames
-from videolm.generate import rollout_steps
-from videolm.metrics import Pool, as_db, moving_mask
-from videolm.pixel_decoder import PixelDecoder, gradient_difference_loss
+from videolm.evaluation.generate import rollout_steps
+from videolm.image_metrics import Pool, as_db, moving_mask
+from videolm.model.pixel_decoder import PixelDecoder, gradient_difference_loss
+from videolm.training.crops import CropPositions
+from videolm.training.schedule import lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,17 @@ class DecoderCrops:
     def __init__(self, grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
                  stride: int, seed: int):
         span = frames_needed(cfg.horizon)
-        self.ranges = [(g, cfg.context, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > cfg.context]
-        if not self.ranges:
+        ranges = [(g, cfg.context, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > cfg.context]
+        if not ranges:
             raise VideoLMError(f"no video has decoder.context + max(decoder.horizon, 2) = {cfg.context + span} "
                                f"training frames (lower decoder.context or decoder.horizon)")
-        self.crop = min([cfg.crop] + [min(g.codes.shape[1:]) for g, _, _ in self.ranges])
+        self.positions = CropPositions(ranges, cfg.crop, by_area=False)
+        self.crop = self.positions.crop
         self.videos, self.cfg, self.size, self.stride, self.seed = videos, cfg, size, stride, seed
-        counts = np.array([last - first for _, first, last in self.ranges], np.float64)
-        self.weights = counts / counts.sum()
 
     def __getitem__(self, i: int) -> DecoderClip:
         rng = np.random.default_rng([self.seed, 2, i])  # 2: not the model's crops
-        grid, first, last = self.ranges[rng.choice(len(self.ranges), p=self.weights)]
-        t = int(rng.integers(first, last))  # the first predicted frame
-        y = int(rng.integers(0, grid.codes.shape[1] - self.crop + 1))
-        x = int(rng.integers(0, grid.codes.shape[2] - self.crop + 1))
+        grid, t, y, x = self.positions.draw(rng)  # t: the first predicted frame
         return clip_at(grid, self.videos[grid.video_id], t, self.cfg, self.size, self.stride,
                        (slice(y, y + self.crop), slice(x, x + self.crop)))
 
@@ -164,7 +161,7 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
         log.warning(f"no validation stretch has decoder.context + max(decoder.horizon, 2) = "
                     f"{cfg.context + frames_needed(cfg.horizon)} frames: the last weights are kept, unvalidated")
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
+    scheduler = lr_schedule(optimizer, cfg.steps)
     best, best_metrics, best_step = None, None, 0
     bar = tqdm(range(cfg.steps), desc="train_decoder")
     for step in bar:

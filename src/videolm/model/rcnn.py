@@ -12,7 +12,7 @@ effects do not travel through time):
 The output layer (`head`) is one of:
 - independent: a linear map from h_t to k scores;
 - tied: h_t is mapped to the embedding space and scored against the input table;
-- atom: like tied, but each code's vector is a learned linear map of its centroid atom
+- atom: like tied, but each code's vector is a learned linear map of its centroid (in std units)
   (the 8x8 patch it stands for) plus a small per-code vector, so that codes that look
   alike share statistics.
 """
@@ -24,38 +24,38 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from videolm.config import ModelConfig
-from videolm.models.linear_ce import linear_cross_entropy
+from videolm.model.linear_ce import linear_cross_entropy
 
 NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
 class CodeEmbedding(nn.Module):
-    """The vector of each code: a lookup table, or a map of its centroid atom plus a table."""
+    """The vector of each code: a lookup table, or a map of its centroid plus a table."""
 
-    def __init__(self, k: int, dim: int, atoms: torch.Tensor | None = None):
+    def __init__(self, k: int, dim: int, centroids: torch.Tensor | None = None):
         super().__init__()
         self.table = nn.Embedding(k, dim)
-        if atoms is None:
-            self.atom_map = None
+        if centroids is None:
+            self.centroid_map = None
         else:
-            self.register_buffer("atoms", atoms.float())  # (k, size*size), gray / std
-            self.atom_map = nn.Linear(atoms.shape[1], dim)
-            nn.init.normal_(self.table.weight, std=0.02)  # the atoms carry most of the signal
+            self.register_buffer("centroids", centroids.float())  # (k, size*size), gray / std
+            self.centroid_map = nn.Linear(centroids.shape[1], dim)
+            nn.init.normal_(self.table.weight, std=0.02)  # the centroids carry most of the signal
 
     def weight(self) -> torch.Tensor:
         """(k, dim) vectors of all codes."""
-        if self.atom_map is None:
+        if self.centroid_map is None:
             return self.table.weight
-        return self.atom_map(self.atoms) + self.table.weight
+        return self.centroid_map(self.centroids) + self.table.weight
 
 
 class RCNN(nn.Module):
-    def __init__(self, cfg: ModelConfig, k: int, atoms: torch.Tensor | None = None):
+    def __init__(self, cfg: ModelConfig, k: int, centroids: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         self.k = k
         act = NONLINEARITIES[cfg.nonlinearity]
-        self.embed = CodeEmbedding(k, cfg.embed_dim, atoms if cfg.head == "atom" else None)
+        self.embed = CodeEmbedding(k, cfg.embed_dim, centroids if cfg.head == "atom" else None)
         layers, channels = [], cfg.embed_dim
         for _ in range(cfg.input_layers):
             layers += [nn.Conv2d(channels, cfg.hidden, cfg.kernel_size, padding=cfg.kernel_size // 2), act()]

@@ -43,16 +43,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from videolm.checkpoint import TrainState
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid
 from videolm.config import Params
-from videolm.dataset import CodeGridDataset, CropSampler
-from videolm.distributed import Ranks, resolve_device
 from videolm.errors import VideoLMError
-from videolm.models import build_model
-from videolm.models.linear_ce import IGNORE, sample_linear
-from videolm.scoring import score_part
+from videolm.evaluation.scoring import score_part
+from videolm.model.build import build_model
+from videolm.model.linear_ce import IGNORE, sample_linear
+from videolm.training.crops import CodeGridDataset, CropSampler
+from videolm.training.distributed import Ranks, resolve_device
+from videolm.training.schedule import lr_schedule
+from videolm.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         torch.manual_seed(int(np.random.SeedSequence([params.seed, ranks.rank]).generate_state(1)[0]))
     optimizer = make_optimizer(model, params)
     total_steps = t.epochs * t.steps_per_epoch
-    lr_at = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps))) if t.schedule == "cosine" else (lambda s: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler = lr_schedule(optimizer, total_steps, cosine=t.schedule == "cosine")
     margin = model.context_radius if t.full_context else 0
     data = CodeGridDataset(grids, "train", t.bptt + 1, t.crop + 2 * margin, total_steps * t.batch_size, params.seed,
                            reverse_time=t.reverse_time, mirror=codebook.mirror_map() if t.mirror else None)
@@ -206,7 +206,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     else:
         state = TrainState(digest)
     net = model  # what the training steps call: the model, wrapped for several processes, compiled if asked
-    if ranks.world > 1:  # gradients averaged over the ranks in backward(); the buffers (atoms) never change
+    if ranks.world > 1:  # gradients averaged over the ranks in backward(); the buffers (centroids) never change
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                       broadcast_buffers=False)
     if t.compile:

@@ -32,38 +32,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from videolm.baselines import Baselines, fit_baselines
-from videolm.cli import user_errors
-from videolm.codebook import Codebook
-from videolm.codes import CodeGrid, encode_frames, load_code_grids
-from videolm.config import DataConfig, load_params
+from videolm.cli.workspace import load_workspace_params
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid, encode_frames, load_code_grids
+from videolm.codes.patches import covered_shape
+from videolm.data.video import decode_usable, video_fps
 from videolm.errors import VideoLMError
+from videolm.evaluation.baselines import Baselines, fit_baselines
+from videolm.evaluation.pictures import (
+    prediction_animation,
+    prediction_panels,
+    prediction_strip,
+    save_gif,
+    save_mp4,
+    save_png,
+)
+from videolm.evaluation.scoring import entropy_bits, score_part
+from videolm.image_metrics import Pool, as_db, moving_mask
 from videolm.io import guard_outputs, write_json
-from videolm.metrics import Pool, as_db, moving_mask
-from videolm.models import load_model
-from videolm.patches import covered_shape
-from videolm.pictures import prediction_animation, prediction_panels, prediction_strip, save_gif, save_mp4, save_png
-from videolm.pixel_decoder import PixelDecoder, decode_prediction, load_decoder
-from videolm.scoring import entropy_bits, score_part
-from videolm.video import decode_gray, video_fps
+from videolm.model.build import load_model
+from videolm.model.pixel_decoder import PixelDecoder, decode_prediction, load_decoder
 
 STAGE = "predict"  # the mark on the files it writes
 STRIP_FRAMES = 8  # predicted frames shown in the PNG
 DEFAULT_FPS = 10  # of the animation, where the video does not say its frame rate
-
-
-def read_video(path: Path, data: DataConfig, patch_size: int) -> np.ndarray:
-    """(T, H, W) uint8 gray frames, decoded as the training videos were (data.scale,
-    data.frame_stride, data.max_frames); at least 2 frames, each holding a patch."""
-    frames = list(decode_gray(path, data.scale, data.frame_stride, data.max_frames))
-    if len(frames) < 2:
-        raise VideoLMError(f"{path}: {len(frames)} frame(s) after data.frame_stride={data.frame_stride} and "
-                           f"data.max_frames={data.max_frames}; at least 2 are needed (one to predict from)")
-    height, width = frames[0].shape
-    if min(height, width) < patch_size:
-        raise VideoLMError(f"{path}: its frames are {width}x{height} after data.scale={data.scale}, smaller than "
-                           f"the codebook's {patch_size}x{patch_size} patches")
-    return np.stack(frames)
 
 
 @dataclass
@@ -88,14 +80,14 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
     codebook. Both are scored (PSNR / SSIM / sharpness, full and moving: pixels more than
     `motion_threshold` gray levels from frame t - 1), beside copying frame t - 1."""
     prediction = Prediction()
-    pools = {method: Pool() for method in ("model_codes", "model_pixels", "copy_last")
+    pools = {method: Pool() for method in ("model", "model_pixels", "copy_last")
              if decoder is not None or method != "model_pixels"}
     bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
     h, w = covered_shape(*codes.shape[1:], codebook.size, stride)  # the part the patch grid covers
 
     def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
         truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w].astype(np.float64)
-        estimates = {"model_codes": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
+        estimates = {"model": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
                      "copy_last": previous}
         if decoder is not None:
             estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous)
@@ -104,7 +96,7 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
             pools[method].add(truth, estimate, moving)
         prediction.indices.append(t)
         prediction.truth.append(frames[t, :h, :w])
-        prediction.predicted.append(estimates["model_pixels" if decoder is not None else "model_codes"])
+        prediction.predicted.append(estimates["model_pixels" if decoder is not None else "model"])
         prediction.entropy.append(entropy_bits(logp).cpu().numpy())
         bar.update()
 
@@ -113,7 +105,7 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
     metrics = {"frames": len(frames), "frame_size": list(frames.shape[1:]), "grid": list(codes.shape[1:]),
                "patches_scored": scores.count, **scores.summary(),
                "model_entropy_bits_per_patch": float(np.mean(prediction.entropy)),
-               "shown": "model_pixels" if decoder is not None else "model_codes"}
+               "shown": "model_pixels" if decoder is not None else "model"}
     for method, pool in pools.items():
         metrics.update({f"{measure}_1step_{method}": value for measure, value in pool.result().items()})
     metrics["model_vs_copy_previous_bits"] = metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"]
@@ -143,7 +135,7 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     (see the module docstring); returns the metrics written to `<stem>.json`."""
     if out.exists() and not out.is_dir():
         raise VideoLMError(f"--out {out}: a file, not a folder")
-    params = load_params(workspace, [])
+    params = load_workspace_params(workspace)
     paths = {key: workspace / getattr(params.paths, key) for key in ("codebook", "model", "decoder", "codes")}
     outputs = {name: out / f"{video.stem}.{suffix}"
                for name, suffix in (("animation", animation_format), ("strip", "png"), ("metrics", "json"))}
@@ -161,7 +153,8 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     if decoder is None:
         print(f"{paths['decoder']}: no pixel decoder (the train_decoder stage makes it); the predictions shown are "
               f"the most likely codes, decoded by the codebook")
-    frames = read_video(video, params.data, codebook.size)
+    frames = np.stack(list(decode_usable(video, params.data, codebook.size,
+                                         f"the codebook's {codebook.size}x{codebook.size} patches")))
     baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
 
     stride = params.patches.stride
@@ -176,31 +169,24 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     return metrics
 
 
-def predict_command(args: argparse.Namespace) -> None:
+def add_parser(commands) -> None:
+    """`videolm predict VIDEO [--workspace DIR] [--out DIR] [--format gif|mp4]`."""
+    parser = commands.add_parser("predict", help="the trained model's 1-step predictions of a video",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", type=Path, help="the video file")
+    parser.add_argument("--workspace", type=Path, default=Path("."),
+                        help="the trained pipeline's folder: params.yaml and its outputs (default: .)")
+    parser.add_argument("--out", type=Path, help="folder of the outputs (default: predictions/<video stem>)")
+    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="of the animation")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.video.is_dir():
+        raise VideoLMError(f"{args.video}: a folder, not a video file")
     out = args.out or Path("predictions") / args.video.stem
     metrics = predict(args.video, args.workspace, out, args.format)
     shown = metrics["shown"]
     print(f"{out}: model {metrics['model_bits_per_patch']:.3f} bits per patch, copy-previous "
           f"{metrics['copy_previous_bits_per_patch']:.3f}; 1-step PSNR on moving pixels: {shown} "
           f"{as_db(metrics[f'psnr_moving_1step_{shown}'])}, copy-last {as_db(metrics['psnr_moving_1step_copy_last'])}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The `videolm` command: `videolm predict VIDEO [--workspace DIR] [--out DIR] [--format gif|mp4]`."""
-    parser = argparse.ArgumentParser(prog="videolm", description="Video language modeling over k-means patch codes.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    predict_parser = commands.add_parser("predict", help="the trained model's 1-step predictions of a video",
-                                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    predict_parser.add_argument("video", type=Path, help="the video file")
-    predict_parser.add_argument("--workspace", type=Path, default=Path("."),
-                                help="the trained pipeline's folder: params.yaml and its outputs (default: .)")
-    predict_parser.add_argument("--out", type=Path, help="folder of the outputs (default: predictions/<video stem>)")
-    predict_parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="of the animation")
-    predict_parser.set_defaults(run=predict_command)
-    args = parser.parse_args(argv)
-    with user_errors():
-        args.run(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,1 @@
+"""From frames to codes: patches, the k-means codebook, code grids and their encoding."""

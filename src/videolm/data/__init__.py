@@ -1,0 +1,1 @@
+"""The data stages: finding and decoding videos, the split rules, the frames files and their extraction, worker processes, the sample clips."""

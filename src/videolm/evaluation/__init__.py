@@ -1,0 +1,1 @@
+"""Measuring a trained model: likelihood scoring, baselines, test clips, generation, filling, optical flow, pictures."""

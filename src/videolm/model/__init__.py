@@ -1,0 +1,1 @@
+"""The models over code grids (rCNN, rNN), their chunked loss, the pixel decoder, and their checkpoints."""

@@ -1,0 +1,1 @@
+"""Training the model (and the pixel decoder): crops, the loop, DDP, the resume state."""
