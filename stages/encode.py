@@ -1,7 +1,7 @@
 """Stage `encode`: every frame of every video to a code grid, and the quantization PSNR.
 
 Of one shard's videos only, reading one shard folder of `extract_frames` or with `shard.count` > 1
-(README: "Across machines"); the PSNR is then that shard's.
+(docs/scale-out.md: "Across machines"); the PSNR is then that shard's.
 """
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from videolm.io import atomic_path, guard_outputs, write_json, write_shard_recor
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     metrics_path = Path(params.paths.metrics) / "encode.json"
     guard_outputs("encode", {"paths.frames": params.paths.frames, "paths.codebook": params.paths.codebook},
                   {"paths.codes": params.paths.codes, "paths.metrics": metrics_path})
@@ -31,7 +31,10 @@ def main(params) -> None:
                "quantization_psnr_test": psnr_from_mse(sq_test / n_test) if n_test else None,
                **({"shard": {"index": shard.index, "count": shard.count}} if shard else {})}
     write_json(metrics_path, metrics, "encode")
-    print(metrics)
+    test = metrics["quantization_psnr_test"]
+    return (f"{len(videos)} videos encoded, quantization PSNR {metrics['quantization_psnr']:.2f} dB"
+            + (f" ({test:.2f} dB on test frames)" if test is not None else "")
+            + (f", shard {shard.index} of {shard.count}" if shard else ""))
 
 
 if __name__ == "__main__":

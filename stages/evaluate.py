@@ -18,13 +18,14 @@ from videolm.evaluation.generate import METHODS as GEN_METHODS
 from videolm.evaluation.generate import evaluate_generation
 from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, save_gif, save_png
 from videolm.evaluation.scoring import score_test
+from videolm.image_metrics import as_db
 from videolm.io import guard_outputs, write_json
 from videolm.model.build import load_model
 from videolm.model.pixel_decoder import load_decoder
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     e, stride = params.eval, params.patches.stride
     metrics_path, plots = Path(params.paths.metrics) / "eval.json", Path(params.paths.plots)
     horizon = {method: plots / "horizon" / f"{method}.json" for method in GEN_METHODS}
@@ -52,7 +53,6 @@ def main(params) -> None:
     metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
                                     e.fill_candidates, e.fill_sweeps, decoder))
     write_json(metrics_path, metrics, "evaluate")
-    print(metrics)
 
     for method, rows in generation.curves.items():
         write_json(horizon[method], rows, "evaluate")
@@ -61,6 +61,11 @@ def main(params) -> None:
     first = generation.examples[0]
     save_png(pictures[2], entropy_picture(first.truth[first.clip.t0 - first.clip.start],
                                           first.entropy, codebook.size, stride), "evaluate")
+    return (f"test perplexity {metrics['model_perplexity']:.4f} (copy-previous "
+            f"{metrics['copy_previous_perplexity']:.4f}); "
+            f"moving-pixel PSNR at h1: model pixels {as_db(metrics.get('gen_psnr_moving_model_pixels_h1'))}, copy-last "
+            f"{as_db(metrics.get('gen_psnr_moving_copy_last_h1'))}, flow {as_db(metrics.get('gen_psnr_moving_flow_h1'))} "
+            f"(all in {metrics_path})")
 
 
 if __name__ == "__main__":

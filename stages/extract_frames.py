@@ -2,7 +2,7 @@
 
 `metrics/frames.json` lists the skipped videos with their reasons; the last line printed says
 how many were kept and skipped. With `shard.count` > 1 only the videos of shard `shard.index`
-are decoded, and the metrics count that shard (README: "Across machines").
+are decoded, and the metrics count that shard (docs/scale-out.md: "Across machines").
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from videolm.io import guard_outputs, write_json
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     data = params.data
     metrics = Path(params.paths.metrics) / "frames.json"
     guard_outputs("extract_frames", {"data.dir": data.dir}, {"paths.frames": params.paths.frames, "paths.metrics": metrics})
@@ -28,9 +28,9 @@ def main(params) -> None:
         "test_frames": frames - train - val, "split_rule": result.split_rule, "videos_skipped": len(skipped),
         "skipped": [{"video": s.video, "reason": s.reason} for s in sorted(skipped, key=lambda s: s.video)],
         **({"shard": params.shard.model_dump()} if params.shard.count > 1 else {})}, "extract_frames")
-    print(f"extract_frames: {len(kept)} videos kept, {len(skipped)} skipped"
-          + (f" (reasons in {metrics})" if skipped else "")
-          + (f", shard {params.shard.index} of {params.shard.count}" if params.shard.count > 1 else ""))
+    return (f"{len(kept)} videos kept ({frames} frames), {len(skipped)} skipped"
+            + (f" (reasons in {metrics})" if skipped else "")
+            + (f", shard {params.shard.index} of {params.shard.count}" if params.shard.count > 1 else ""))
 
 
 if __name__ == "__main__":

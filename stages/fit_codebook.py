@@ -1,10 +1,6 @@
-"""Stage `fit_codebook`: MiniBatchKMeans over the sampled patches, and its quantization metrics.
+"""Stage `fit_codebook`: k-means over the sampled patches (`codebook.method`: MiniBatchKMeans or
+full-batch Lloyd), and the codebook's quantization metrics."""
 
-The fit's wall-clock time is printed, not stored: tracked outputs hold only what the same
-inputs reproduce byte for byte.
-"""
-
-import time
 from pathlib import Path
 
 from videolm.codes.codebook import Codebook
@@ -13,18 +9,16 @@ from videolm.io import guard_outputs, write_json
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     metrics_path = Path(params.paths.metrics) / "codebook.json"
     guard_outputs("fit_codebook", {"paths.patches": params.paths.patches},
                   {"paths.codebook": params.paths.codebook, "paths.metrics": metrics_path})
     sample = PatchSample.load(params.paths.patches)
-    start = time.perf_counter()
     codebook = Codebook.fit(sample, params.codebook, params.seed)
-    seconds = time.perf_counter() - start
     codebook.save(params.paths.codebook)
     metrics = codebook.quality(sample)
     write_json(metrics_path, metrics, "fit_codebook")
-    print(f"fit_codebook: k={codebook.k} in {seconds:.1f} s, held-out PSNR {metrics['heldout_psnr']:.2f} dB")
+    return f"k={codebook.k} ({params.codebook.method}), held-out PSNR {metrics['heldout_psnr']:.2f} dB"
 
 
 if __name__ == "__main__":

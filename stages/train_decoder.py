@@ -1,7 +1,6 @@
 """Stage `train_decoder`: the pixel decoder on top of the trained model (frozen), trained on
 the model's own rollouts over training frames; the weights of the best validation loss are kept."""
 
-import time
 from pathlib import Path
 
 from videolm.codes.codebook import Codebook
@@ -14,7 +13,7 @@ from videolm.stage import run_stage
 from videolm.training.decoder import train_decoder
 
 
-def main(params) -> None:
+def main(params) -> str:
     metrics_path = Path(params.paths.metrics) / "decoder.json"
     guard_outputs("train_decoder", {key: getattr(params.paths, key) for key in ("model", "codes", "frames", "codebook")},
                   {"paths.decoder": params.paths.decoder, "paths.metrics": metrics_path})
@@ -22,14 +21,12 @@ def main(params) -> None:
     grids = load_code_grids(params.paths.codes, codebook)
     model = load_model(params.paths.model, codebook)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
-    start = time.perf_counter()
     decoder, summary = train_decoder(model, grids, videos, codebook, params.patches.stride, params.decoder,
                                      params.seed, params.eval.motion_threshold)
     DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
                       params.patches.stride).save(params.paths.decoder)
     write_json(metrics_path, summary, "train_decoder")
-    print(f"train_decoder: {params.decoder.steps} steps in {time.perf_counter() - start:.0f} s; best step "
-          f"{summary['best_step']}, val loss {summary['val_loss']:.4f}")
+    return f"{params.decoder.steps} steps; best step {summary['best_step']}, val loss {summary['val_loss']:.4f}"
 
 
 if __name__ == "__main__":

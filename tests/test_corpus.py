@@ -234,8 +234,9 @@ def test_summary_lists_exactly_the_skipped(run):
     assert [entry["video"] for entry in run.metrics["skipped"]] == sorted(case.path for case in SKIPPED)
     assert run.metrics["videos_skipped"] == len(SKIPPED) == len(run.warnings)
     assert run.metrics["videos"] == len(KEPT)
-    assert run.stdout[-1] == (f"extract_frames: {len(KEPT)} videos kept, {len(SKIPPED)} skipped "
-                              f"(reasons in {run.metrics_path})")
+    assert re.fullmatch(rf"extract_frames: {len(KEPT)} videos kept \({run.metrics['frames']} frames\), "
+                        rf"{len(SKIPPED)} skipped \(reasons in {re.escape(str(run.metrics_path))}\) in \d+ s",
+                        run.stdout[-1]), run.stdout[-1]
 
 
 def test_split_counts_only_usable_videos(run, corpus):

@@ -142,7 +142,8 @@ def finished(codebook, tmp_path_factory) -> Path:
     result = train_stage(cwd)
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"train: 3 epochs in \d+ s; best epoch [1-3], val perplexity \d+\.\d\d", last), last
+    assert re.fullmatch(r"train: 3 epochs of \d+ steps \(steps \d+ s, validation \d+ s\); best epoch [1-3], val perplexity "
+                        r"\d+\.\d\d in \d+ s", last), last
     assert not (cwd / RESUME).exists()  # removed once the model is written
     return cwd
 

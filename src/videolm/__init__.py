@@ -3,9 +3,8 @@
 Importing the package makes OpenMP's threads sleep rather than spin while they wait
 (`OMP_WAIT_POLICY=PASSIVE`), unless the environment already chooses a policy. Torch's CPU
 threads otherwise spin between parallel regions, and on a shared machine a spinning thread
-takes the core that another process, or this one's own other thread, needs: training beside
-one busy process kept 0.38x of its idle speed with spinning threads (benchmarks/RESULTS.md
-has the figures with both policies). OpenMP reads the variable once, when torch loads it,
+takes the core that another process, or this one's own other thread, needs (benchmarks/RESULTS.md
+has training's speed beside a busy process with both policies). OpenMP reads the variable once, when torch loads it,
 so it is set here, before any module imports torch.
 """
 

@@ -149,7 +149,7 @@ class EncodeConfig(_Section):
 
 class ShardConfig(_Section):
     """One machine's part of the videos, for running the data stages on several machines
-    (README: "Across machines"). A video's shard is a hash of its path relative to `data.dir`:
+    (docs/scale-out.md: "Across machines"). A video's shard is a hash of its path relative to `data.dir`:
     it depends on nothing else, so `extract_frames` and `encode` agree on it, and adding a
     video moves no other video to another shard."""
 
@@ -227,8 +227,7 @@ class TrainConfig(_Section):
                                                "0 = off")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     checkpoint_every: int = Field(0, ge=0, description="also save the resume state every this many steps; "
-                                                       "0 = only at epoch ends (an epoch of the committed "
-                                                       "run is ~15 s)")
+                                                       "0 = only at epoch ends")
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="where training runs: cpu (the default, and the tested path), cuda, or auto = CUDA when "
                            "present (each process its own GPU)")
@@ -300,8 +299,7 @@ class Params(_Section):
                                                          "weights (a 32-bit seed)")
     workers: int = Field(0, ge=0, description="worker processes of the extract_frames and encode stages, each "
                                               "working on one video at a time with one torch thread; 0 = one "
-                                              "per available core (the default: 1.90x and 1.10x of one process "
-                                              "on 2 cores in the scale drill, see the README), 1 = none (in the "
+                                              "per available core (the default), 1 = none (in the "
                                               "stage's own process). The outputs are the same bytes whatever the "
                                               "value")
     shard: ShardConfig = Field(default_factory=ShardConfig)

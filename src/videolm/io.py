@@ -34,7 +34,7 @@ from videolm.errors import VideoLMError
 
 MARK = "videolm_stage"  # the name of the mark in every format
 FOLDER_MARK = ".videolm"  # the file holding a folder output's mark
-COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # deterministic; sizes and speed in the README
+COMPRESSION = {"compression": "gzip", "compression_opts": 1}  # deterministic: the same data, the same bytes
 
 
 class OutputError(VideoLMError):
@@ -212,7 +212,7 @@ def h5_files(folder: str | Path, what: str, stage: str) -> list[Path]:
     """The HDF5 files of a stage's output folder, sorted by name; an error naming the stage if none.
 
     The folder may instead hold the outputs of a sharded run of the stage (`shard.count` > 1,
-    README "Across machines"), one sub-folder per shard: their files are read together, in
+    docs/scale-out.md "Across machines"), one sub-folder per shard: their files are read together, in
     the order one unsharded folder gives, and only once every shard of one run is there (a
     missing, doubled or stale shard is an error, never part of the data). Other sub-folders,
     and `.`-folders (the temporaries of a run under way), are not read, as before.

@@ -3,7 +3,7 @@
 It maps `codes.encode_video` over the frames files in `workers` processes
 (`parallel.map_in_order`; 1 = serially, in this process), one code file per video, and adds up
 their squared errors in the videos' order, so the sums are the same floats whatever `workers`.
-`shard_videos` picks the videos of one shard (README: "Across machines").
+`shard_videos` picks the videos of one shard (docs/scale-out.md: "Across machines").
 A module of its own, not part of `codes.py`: training and evaluation read code grids through
 `codes.py` and need none of this.
 """

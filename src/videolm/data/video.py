@@ -109,10 +109,8 @@ def decode_gray(path: str | Path, scale: float = 1.0, frame_stride: int = 1,
     swallows its errors (an h264 faststart mp4 cut at half gave 12 of its 50 frames and no
     error; without frame threading the error is raised). The checks above catch the whole
     corpus either way, but the decoder's own errors are the broadest signal, so they are kept.
-    Cost, measured on the three sample clips (h264 and MPEG-2, 560 frames at half size, median
-    of 5 decodes of all three, nothing else running): 0.86 s against 0.75 s with frame
-    threading, about 14% slower. Frame threading would speed up one long video on many cores;
-    extraction can decode several videos at once instead.
+    Frame threading would speed up one long video on many cores; extraction decodes several
+    videos at once instead.
     The declared frame count (`stream.frames`) is not compared: an AVI's header counts the
     empty chunks of dropped frames, so a good AVI that declares 14 frames holds 12 (the corpus
     has one), and the index check already covers the mp4/mov whose count is exact.
@@ -165,9 +163,8 @@ def to_gray(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     At the frame's own size the luma plane is read directly and mapped through `luma_table`
     (swscale's own gray conversion, which stretches limited-range "MPEG" luma, 16..235, to
     0..255) with OpenCV's vectorized `LUT`; the result is identical to
-    `to_ndarray(format="gray")` and several times faster: swscale's unscaled YUV-to-gray path
-    took 1.6 ms of each 2 ms 768x576 h264 frame (decode with it 482 frames/s, ffmpeg's CLI
-    about 800; benchmarks/RESULTS.md has the figures now). Scaled frames, and formats whose
+    `to_ndarray(format="gray")` and several times faster than swscale's unscaled YUV-to-gray
+    path (`python benchmarks/run.py --only decode` measures it against ffmpeg). Scaled frames, and formats whose
     first plane is not 8-bit luma, go through swscale, whose scaled path is fast.
     """
     if (width, height) != (frame.width, frame.height) or frame.format.name not in LUMA_FIRST:

@@ -4,7 +4,7 @@
 that process starts `torchrun --standalone --nproc_per_node N` on the same script and waits
 (`launch_torchrun`): torchrun, not this project, starts, watches and stops the ranks. For
 several machines, run the stage under torchrun yourself with its rendezvous options (the
-README shows how); a stage that finds itself under torchrun (`WORLD_SIZE` set) does not launch.
+docs/scale-out.md shows how); a stage that finds itself under torchrun (`WORLD_SIZE` set) does not launch.
 
 Each rank joins the process group (`Ranks.join`: gloo on the CPU, nccl on CUDA), trains on
 its own share of every global batch, and sums its validation scores with the others'; only

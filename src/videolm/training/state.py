@@ -26,8 +26,9 @@ class TrainState:
     The fields are the run's progress; `save` adds the model's, optimizer's and LR scheduler's
     state_dicts and every random generator's state, and `restore` puts them back. The data
     position needs nothing more than `step`: batch `step` is dataset items `step * batch_size`
-    on, each seeded by `(seed, index)`. `digest` names the run (`train.run_digest`: params,
-    codebook and code grids), so that a state of another run is never continued.
+    on, each seeded by `(seed, index)`. `digest` names the run (`run_digest`: params, the
+    codebook, the code grids, the package's sources and the number of processes), so that a
+    state of another run is never continued.
     """
 
     digest: str

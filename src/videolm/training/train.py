@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ def run_digest(grids: list[CodeGrid], codebook: Codebook, params: Params, world:
     (when states are saved), `train.threads` and `train.loader_workers` are left out, so that a
     run can resume on a machine with other cores (the float sums then run in another order: the
     same training, not the same last bits). The codes are hashed a block of frames at a time."""
-    package = Path(__file__).parent
+    package = Path(__file__).parents[1]  # src/videolm: every module of the package
     code = [torch.__version__] + [f"{path.relative_to(package)} {hashlib.sha256(path.read_bytes()).hexdigest()}"
                                   for path in sorted(package.rglob("*.py"))]
     facts = {"seed": params.seed, "model": params.model.model_dump(), "world": world,
@@ -156,12 +157,15 @@ def _codes_hash(grid: CodeGrid) -> str:
     return digest.hexdigest()
 
 
-def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None, resume=None):
+def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_epoch=None, resume=None,
+                seconds: dict[str, float] | None = None):
     """Train the model of `params.model`; return (model with the best validation weights, summary).
 
     `log_epoch(epoch, metrics)` is called for every epoch of the run, in order (dvclive in the
     stage): a resumed run first replays the epochs done before it was stopped. `resume`, a
     path, is where the run's `TrainState` is saved and, if it is this run's, resumed from.
+    `seconds`, if given, gets this run's wall-clock seconds of training steps (`steps`) and of
+    validation (`validation`): printed by the stage, never stored, so that outputs stay the same bytes.
     """
     t = params.train
     device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -216,6 +220,8 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         for epoch, metrics in enumerate(state.history, 1):
             log_epoch(epoch, metrics)
 
+    seconds = {} if seconds is None else seconds
+    seconds.update(steps=0.0, validation=0.0)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         if t.patience and state.epoch - state.best_epoch >= t.patience:
             break  # checked before the epoch rather than after, so that a run resumed here stops too
@@ -223,6 +229,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         done = state.step - (epoch - 1) * t.steps_per_epoch  # > 0 when resumed within the epoch
         bar = tqdm(range(done, t.steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", total=t.steps_per_epoch,
                    initial=done, leave=False, disable=not ranks.main)
+        started = time.perf_counter()
         for i in bar:
             clip = next(batches).to(device, non_blocking=True)  # (B / ranks, bptt + 1, crop + 2m, crop + 2m)
             inputs = clip[:, :-1]  # (B / ranks, bptt, crop + 2m, crop + 2m)
@@ -247,9 +254,12 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
             mid_epoch = i + 1 < t.steps_per_epoch  # the epoch's end saves anyway
             if resume and t.checkpoint_every and state.step % t.checkpoint_every == 0 and mid_epoch:
                 state.save(resume, model, optimizer, scheduler, ranks)
+        seconds["steps"] += time.perf_counter() - started
         metrics = {"train_loss": state.running_loss / t.steps_per_epoch}
         metrics["train_perplexity"] = math.exp(metrics["train_loss"])
+        started = time.perf_counter()
         val_loss = validation_loss(model, val_grids, ranks) if val_grids else metrics["train_loss"]
+        seconds["validation"] += time.perf_counter() - started
         if not val_loss < MAX_LOSS:
             raise diverged(params, f"validation loss is {val_loss:.4g} after epoch {epoch}")
         metrics.update(val_loss=val_loss, val_perplexity=math.exp(val_loss))
