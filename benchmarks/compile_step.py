@@ -4,6 +4,10 @@ compiled alternate twice, each a fresh model, median of 5 x 10 steps after 3 war
 
     python benchmarks/compile_step.py [k]
 """
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 import statistics
 import sys
 import time
@@ -11,7 +15,6 @@ import time
 import numpy as np
 import torch
 
-import videolm  # noqa: F401 (sets the OpenMP wait policy before torch loads, as the stages do)
 from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
 from videolm.model.build import build_model

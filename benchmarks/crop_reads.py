@@ -3,9 +3,12 @@ out-of-core training data. Run from a workspace where `dvc repro` has made data/
 
     python benchmarks/crop_reads.py
 """
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 import time
 
-import videolm  # noqa: F401 (the stages' OpenMP policy)
 from videolm.codes.codebook import Codebook
 from videolm.codes.grids import CodeGrid, load_code_grids
 from videolm.training.crops import CodeGridDataset

@@ -4,21 +4,14 @@ Both stages stream (frames are decoded, written, read and encoded a block at a t
 peak resident set size should not grow with a video's length: the 4x video's peak over the 1x
 video's is the check, 1.00x when flat. Each stage runs as the pipeline runs it, as
 `python stages/<stage>.py key=value ...` in a subprocess of its own, from the project root
-(stages read `./params.yaml`) with every path pointed into a temporary folder, and `os.wait4`
-reads its peak (`ru_maxrss`).
+(stages read `./params.yaml`) with every path pointed into a temporary folder; the peak is that
+of its largest process, exact (`measure.py`: `run_stage` and why it launches stages as it does).
 
-The stage is not a child of this process but of `LAUNCHER`, a bare interpreter: Linux counts
-in a child's `ru_maxrss` the memory of the process it was spawned from, as it was then, so a
-direct child of this process (torch loaded: hundreds of MiB) would report at least this
-process's size (measured: a `python -c pass` spawned from a 300 MiB process reports 325 MiB,
-from the launcher 8 MiB).
-
-`encode`'s peak varies from run to run, and tends higher on a longer video, by tens of MiB
-(measured at 320x240: 418 to 451 MiB on 100 frames, 444 to 510 on 400, 465 to 481 on 1600):
-glibc's heap, whose mmap threshold adapts as the large per-chunk temporaries are freed,
-fragments differently each run and over more chunks. With the threshold fixed
-(`MALLOC_MMAP_THRESHOLD_=1000000`) the same runs peak at 414 to 419 MiB whatever the length:
-what the stage holds is flat. Hence the median and min..max of repeats, to read the ratio by.
+`encode`'s peak varies from run to run, and tends higher on a longer video: glibc's heap, whose
+mmap threshold adapts as the large per-chunk temporaries are freed, fragments differently each
+run and over more chunks. With the threshold fixed (`MALLOC_MMAP_THRESHOLD_=1000000`) the same
+runs peak alike whatever the length: what the stage holds is flat. Hence the median and
+min..max of repeats, to read the ratio by.
 
 The codebook `encode` needs is fitted once in this process with the project's own API, small
 (`K`, otherwise `params.yaml`'s patch size and seed): its size sets a fixed part of encode's
@@ -28,11 +21,10 @@ peak, not one that grows with the video.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from measure import ROOT, run_stage
 from synthetic import synthetic_video
 
 from videolm.codes.codebook import Codebook
@@ -40,31 +32,15 @@ from videolm.codes.patches import sample_training_patches
 from videolm.config import CodebookConfig, load_params
 from videolm.data.frames import list_frames
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"smallest": ((64, 48), 20), "small": ((320, 240), 100), "full": ((768, 576), 200)}  # frame size, frames
 LONGER = 4  # the longer video plays the same frames this many times over
 K = 256  # codebook size
-
-# argv[1:] is the command: run it with its stdout and stderr on ours (stderr), print its peak RSS.
-LAUNCHER = """
-import os, sys
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, 2, 1)])
-_, status, usage = os.wait4(pid, 0)
-print(usage.ru_maxrss)
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
 
 
 def peak_rss_mib(stage: str, overrides: dict[str, Path | float], log: Path) -> float:
     """Run `stages/<stage>.py` with `overrides` (its output to `log`) and return its peak RSS in MiB."""
     args = [f"{key}='{value}'" if isinstance(value, Path) else f"{key}={value}" for key, value in overrides.items()]
-    with log.open("w") as err:
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, sys.executable,
-                               str(ROOT / "stages" / f"{stage}.py"), *args],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{stage} {' '.join(args)} exited with {done.returncode}:\n{log.read_text()[-2000:]}")
-    return int(done.stdout) / 1024  # ru_maxrss is in KiB on Linux
+    return run_stage(ROOT, stage, args, log).rss
 
 
 def bench_memory(size: str, repeats: int = 1) -> list[dict]:
@@ -75,7 +51,7 @@ def bench_memory(size: str, repeats: int = 1) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
-        def measure(stage: str, overrides) -> dict[str, list[float]]:
+        def peaks_of(stage: str, overrides) -> dict[str, list[float]]:
             """Peaks of `stage` on each video; `overrides(name)` gives its paths for video `name`."""
             return {name: [peak_rss_mib(stage, {**overrides(name), "paths.metrics": tmp / "metrics"},
                                         tmp / "stage.log") for _ in range(repeats)] for name in lengths}
@@ -83,12 +59,12 @@ def bench_memory(size: str, repeats: int = 1) -> list[dict]:
         for name, frames in lengths.items():
             (tmp / f"videos_{name}").mkdir()
             synthetic_video(tmp / f"videos_{name}" / "clip.mp4", (width, height), n_frames, loops=frames // n_frames)
-        peaks = {"extract_frames": measure("extract_frames", lambda name: {
+        peaks = {"extract_frames": peaks_of("extract_frames", lambda name: {
             "data.dir": tmp / f"videos_{name}", "data.scale": 1.0, "paths.frames": tmp / f"frames_{name}"})}
         params = load_params(ROOT)
         sample = sample_training_patches(list_frames(tmp / "frames_1x"), 4 * K, K, params.patches.size, params.seed)
         Codebook.fit(sample, CodebookConfig(k=K), params.seed).save(tmp / "codebook.h5")
-        peaks["encode"] = measure("encode", lambda name: {
+        peaks["encode"] = peaks_of("encode", lambda name: {
             "paths.frames": tmp / f"frames_{name}", "paths.codebook": tmp / "codebook.h5",
             "paths.codes": tmp / f"codes_{name}"})
     raw_mib = lengths["4x"] * width * height / 2**20

@@ -5,12 +5,15 @@ Run from a workspace where `dvc repro` has made data/codebook.h5:
 
     python benchmarks/own_predictions.py
 """
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 import statistics
 import time
 
 import torch
 
-import videolm  # noqa: F401 (the stages' OpenMP policy)
 from videolm.codes.codebook import Codebook
 from videolm.config import ModelConfig
 from videolm.model.build import build_model

@@ -1,8 +1,8 @@
 """Benchmarks: each stage's hot path timed beside a reference tool, pair by pair, in one run.
 
-    python benchmarks/run.py            # small sizes (a few minutes)
-    python benchmarks/run.py --full     # the sizes of the paper-scale issue (about 30 minutes on 2 cores)
-    python benchmarks/run.py --smallest # about a minute: what the smoke test runs
+    python benchmarks/run.py            # small sizes
+    python benchmarks/run.py --full     # paper-scale sizes (k=10,000): the sizes RESULTS.md reports
+    python benchmarks/run.py --smallest # what the smoke test runs
     python benchmarks/run.py --full --only stages --out /tmp/stages.md   # some pairs only
 
 Every timing is the median (and min..max) of `--repeats` runs of the project's code and of its
@@ -21,7 +21,7 @@ Pairs (`--only` picks some):
 - codebook: `Codebook.fit`, MiniBatchKMeans and Lloyd, against `faiss.Kmeans` given the same
   time, on real patches of the sample videos: MSE ratio (`kmeans.py`).
 - train: a training step with the chunked loss, as shipped, against the plain loss with
-  OpenMP's default spinning threads (the project before), in processes of their own; GFLOP/s
+  OpenMP's default spinning threads, in processes of their own; GFLOP/s
   against a large matmul's (`training.py`).
 - shared: training beside a busy process, and two trainings side by side, against one alone,
   with passive and with spinning OpenMP threads (`training.py`).
@@ -29,16 +29,19 @@ Pairs (`--only` picks some):
   longer against the same video (`memory.py`): a stage that streams has a ratio near 1.00x, within
   the spread of its repeats.
 - stages: `extract_video` and `encode_video` at UCF-101's 320x240 against their hot paths
-  alone (`stages.py`): the per-frame rates the README's paper-scale estimate uses.
+  alone (`stage_costs.py`): the per-frame rates the README's paper-scale estimate uses.
 - workers: `extract_frames` over several clips with one worker per core against one worker
-  (`stages.py`).
+  (`stage_costs.py`).
 """
 
 from __future__ import annotations
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,14 +54,13 @@ import faiss
 import imageio_ffmpeg
 import numpy as np
 import torch
-from drill import kept_section
 from kmeans import bench_codebook
 from memory import bench_memory
+from report import kept_section, machine, num, table
+from stage_costs import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
 
-import videolm  # noqa: F401 (first: OpenMP's passive waiting, as the stages get it, before torch loads OpenMP)
-from stages import bench_stages, bench_workers
 from videolm.codes.codebook import assign_codes
 from videolm.data.video import decode_gray
 
@@ -141,32 +143,15 @@ def bench_encode_cuda(n: int, k: int, dim: int, repeats: int) -> list[dict]:
              "note": f"identical codes: {float((ours[3] == ref[3]).mean()):.4%}"}]
 
 
-def machine() -> list[str]:
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        line = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
-        flags = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in line)
-    return [f"CPU cores (affinity): {len(os.sched_getaffinity(0))}; flags: {flags or 'unknown'}",
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}; "
-            f"faiss {faiss.__version__}; PyAV {av.__version__}; ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}",
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; GPU: "
-            f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (the CUDA rows are left out)'}",
-            f"Python {platform.python_version()} on {platform.platform()}"]
-
-
-def num(value: float) -> str:
-    """A figure to 3 significant digits below 100, else a whole number with thousands separated."""
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def report(rows: list[dict], size: str, repeats: int) -> str:
-    lines = [f"# Benchmarks ({size} sizes, median of {repeats} runs; min..max in brackets)", "",
-             "| stage | ours | reference | ratio (ours / reference; codebook: MSE) | notes |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {num(r['ours'])} {r['unit']} [{num(r['ours_range'][0])}..{num(r['ours_range'][1])}] "
-                     f"| {r['ref_name']}: {num(r['ref'])} [{num(r['ref_range'][0])}..{num(r['ref_range'][1])}] "
-                     f"| {r.get('ratio', r['ours'] / r['ref']):.2f}x | {r['note']} |")
-    return "\n".join(lines + ["", "Machine:", ""] + [f"- {m}" for m in machine()]) + "\n"
+def report(rows: list[dict], size: str, repeats: int, load_at_start: tuple[float, float, float]) -> str:
+    lines = [f"# Benchmarks ({size} sizes, median of {repeats} runs; min..max in brackets)", ""]
+    lines += table(["stage", "ours", "reference", "ratio (ours / reference; codebook: MSE)", "notes"],
+                   [[r["name"], f"{num(r['ours'])} {r['unit']} [{num(r['ours_range'][0])}..{num(r['ours_range'][1])}]",
+                     f"{r['ref_name']}: {num(r['ref'])} [{num(r['ref_range'][0])}..{num(r['ref_range'][1])}]",
+                     f"{r.get('ratio', r['ours'] / r['ref']):.2f}x", r["note"]] for r in rows])
+    libraries = [f"faiss {faiss.__version__}", f"PyAV {av.__version__}",
+                 f"ffmpeg {imageio_ffmpeg.get_ffmpeg_version()}"]
+    return "\n".join(lines + ["", "Machine:", ""] + [f"- {m}" for m in machine(libraries, load_at_start)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                                        "train, shared, memory, stages, workers")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()
     size = args.size or "small"
     sizes, repeats = SIZES[size], args.repeats
     n_patches, k, passes = sizes["codebook"]
@@ -197,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--only: no pair named {', '.join(unknown)} (pairs: {', '.join(pairs)})")
     rows = [row for name in chosen for row in pairs[name]()]
-    text = report(rows, size, args.repeats)
+    text = report(rows, size, args.repeats, load_at_start)
     args.out.write_text(text + kept_section(args.out))
     print(text)
 

@@ -89,9 +89,9 @@ def matmul_peak(device: str = "cpu") -> float:
 
 
 def bench_train(ks: list[int], steps: int) -> list[dict]:
-    """At each k, the chunked loss as shipped against the project before it (the plain loss with
-    OpenMP's default spinning threads), each in a process of its own; on CUDA, when present,
-    chunked against plain in this process, fp32 and bf16 autocast."""
+    """At each k, the chunked loss as shipped against the plain loss with OpenMP's default
+    spinning threads, each in a process of its own; on CUDA, when present, chunked against
+    plain in this process, fp32 and bf16 autocast."""
     peak = matmul_peak("cpu")
     rows = []
     for k in ks:
@@ -133,7 +133,7 @@ def rates_in_processes(n: int, busy: bool, k: int, steps: int, plain: bool = Fal
                        spinning: bool = False) -> list[tuple[float, float, float]]:
     """(median, min, max) positions/s of `n` trainings run side by side, each in a process of its
     own, beside one CPU-bound busy process if `busy`. `spinning`: OpenMP's default waiting
-    (torch is imported before videolm can choose the passive policy), as before this project set it."""
+    (torch is imported before videolm can choose the passive policy)."""
     preload = ("import torch  # OpenMP reads OMP_WAIT_POLICY now, before videolm sets it" if spinning else
                "import videolm  # sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP, as in the stages")
     script = RATE_SCRIPT.format(preload=preload, here=str(Path(__file__).parent), k=k, plain=plain, steps=steps)

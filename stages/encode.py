@@ -4,6 +4,10 @@ Of one shard's videos only, reading one shard folder of `extract_frames` or with
 (docs/scale-out.md: "Across machines"); the PSNR is then that shard's.
 """
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 from pathlib import Path
 
 from videolm.codes.codebook import Codebook

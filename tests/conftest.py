@@ -3,6 +3,10 @@ codebook, tiny code grids and tiny models."""
 
 from __future__ import annotations
 
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
 from pathlib import Path
 
 import av

@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import drill  # noqa: E402 (benchmarks/ is not a package: found through the path above)
+import corpus  # noqa: E402 (benchmarks/ is not a package: found through the path above)
+import report  # noqa: E402
 
-OLD_DRILL = f"{drill.MARK_START}\nan earlier drill's section\n{drill.MARK_END}\n"
+OLD_DRILL = f"{report.MARK_START}\nan earlier drill's section\n{report.MARK_END}\n"
 
 
 @pytest.mark.slow  # about a minute: it starts a dozen processes that import torch
@@ -50,25 +51,25 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
 
 def test_drill_section_replaces_its_own_and_keeps_the_rest(tmp_path):
     out = tmp_path / "RESULTS.md"
-    drill.write_section(out, "first")  # a new file: the section alone
-    assert out.read_text() == f"{drill.MARK_START}\nfirst\n{drill.MARK_END}\n"
+    report.write_section(out, "first")  # a new file: the section alone
+    assert out.read_text() == f"{report.MARK_START}\nfirst\n{report.MARK_END}\n"
     out.write_text("# Benchmarks\n\n| a table |\n")
-    drill.write_section(out, "first")  # appended after a blank line
-    drill.write_section(out, "second\n")  # replaced in place
-    assert out.read_text() == f"# Benchmarks\n\n| a table |\n\n{drill.MARK_START}\nsecond\n{drill.MARK_END}\n"
-    out.write_text(f"head\n{drill.MARK_START}\nold\n{drill.MARK_END}\ntail\n")
-    drill.write_section(out, "new")
-    assert out.read_text() == f"head\n{drill.MARK_START}\nnew\n{drill.MARK_END}\ntail\n"
-    assert drill.kept_section(out) == f"\n{drill.MARK_START}\nnew\n{drill.MARK_END}\n"
-    assert drill.kept_section(tmp_path / "none.md") == ""
+    report.write_section(out, "first")  # appended after a blank line
+    report.write_section(out, "second\n")  # replaced in place
+    assert out.read_text() == f"# Benchmarks\n\n| a table |\n\n{report.MARK_START}\nsecond\n{report.MARK_END}\n"
+    out.write_text(f"head\n{report.MARK_START}\nold\n{report.MARK_END}\ntail\n")
+    report.write_section(out, "new")
+    assert out.read_text() == f"head\n{report.MARK_START}\nnew\n{report.MARK_END}\ntail\n"
+    assert report.kept_section(out) == f"\n{report.MARK_START}\nnew\n{report.MARK_END}\n"
+    assert report.kept_section(tmp_path / "none.md") == ""
 
 
 @pytest.mark.slow  # a few seconds: it decodes the sample videos twice
 def test_drill_corpus_is_deterministic_and_moves(tmp_path):
     # Two corpora made one after the other in one process: x264's macroblock-tree rate control
     # (off in `write_clip`) gave other bytes for the second in most runs of this test.
-    facts = drill.make_corpus(tmp_path / "a", 4, 0.4, seed=0)
-    drill.make_corpus(tmp_path / "b", 4, 0.4, seed=0)
+    facts = corpus.make_corpus(tmp_path / "a", 4, 0.4, seed=0)
+    corpus.make_corpus(tmp_path / "b", 4, 0.4, seed=0)
     assert facts["clips"] == 4 and facts["frames"] == 4 * 10
     for i in range(4):
         a, b = (tmp_path / side / f"clip{i:03d}.mp4" for side in "ab")
@@ -79,7 +80,7 @@ def test_drill_corpus_is_deterministic_and_moves(tmp_path):
             frames = np.stack([f.to_ndarray(format="gray").astype(np.int16) for f in container.decode(stream)])
         assert len(frames) == 10
         assert all(np.abs(frames[t + 1] - frames[t]).mean() > 1 for t in range(9))  # every frame moves
-    assert drill.make_corpus(tmp_path / "c", 1, 0.4, seed=1)  # another seed, another camera
+    assert corpus.make_corpus(tmp_path / "c", 1, 0.4, seed=1)  # another seed, another camera
     assert (tmp_path / "c/clip000.mp4").read_bytes() != (tmp_path / "a/clip000.mp4").read_bytes()
 
 
@@ -92,9 +93,9 @@ def test_drill_runs_at_a_tiny_size(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nthe other benchmarks' table\n\n")  # the rest of the file is kept
-    assert "an earlier drill's section" not in text and text.count(drill.MARK_START) == 1
-    assert text.rstrip().endswith(drill.MARK_END)
-    assert "## Scale drill (issue 15): 6 clips of 320x240, 1 s, k=64" in text
+    assert "an earlier drill's section" not in text and text.count(report.MARK_START) == 1
+    assert text.rstrip().endswith(report.MARK_END)
+    assert "## Scale drill: 6 clips of 320x240, 1 s, k=64" in text
     assert "`python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out " in text
     assert "Corpus: 6 h264 clips of 320x240 at 25 fps, 25 frames each (150 frames" in text
     for stage in ("extract_frames", "encode"):

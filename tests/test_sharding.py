@@ -1,7 +1,7 @@
-"""Sharding the data stages across machines (README: "Across machines"): the `shard` params,
+"""Sharding the data stages across machines (docs/scale-out.md: "Across machines"): the `shard` params,
 which videos a shard takes, shards writing the unsharded run's bytes, the split they agree on,
 the readers taking every shard together (and refusing an incomplete set), and, slow, the
-README's `foreach` snippet and commands run with two clones and a local DVC remote."""
+the `foreach` snippet of docs/scale-out.md and commands run with two clones and a local DVC remote."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def data_config(src: Path, split: str = "video", **cfg) -> DataConfig:
 
 
 def extract_shards(src: Path, out: Path, cfg: DataConfig, count: int = N_SHARDS):
-    """Every shard of `count`, each to `out/shard-<i>` as the README's stages do; their results."""
+    """Every shard of `count`, each to `out/shard-<i>` as the stages of docs/scale-out.md do; their results."""
     listed = find_videos(src, EXTS)
     return [extract_frames(listed, out / f"shard-{i}", cfg, seed=0, shard=ShardConfig(index=i, count=count))
             for i in range(count)]
@@ -320,18 +320,18 @@ def test_a_shard_is_not_written_into_an_unsharded_output(runs, tmp_path):
     assert digests(tmp_path / "frames", "*") == before
 
 
-# ---------------------------------------------------------------- the README's snippet and commands, end to end
+# ---------------------------------------------------------------- the snippet and commands of docs/scale-out.md, end to end
 
 
 def readme_snippet() -> str:
-    """The `foreach` stages of the README's "Across machines" section, as written there."""
-    text = (ROOT / "README.md").read_text()
+    """The `foreach` stages of docs/scale-out.md's "Across machines" section, as written there."""
+    text = (ROOT / "docs/scale-out.md").read_text()
     section = text.split("## Across machines: sharding the data stages", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
 
 
 def paste_snippet(dvc_yaml: str) -> str:
-    """`dvc_yaml` with its extract_frames and encode stages replaced by the README's, as a user
+    """`dvc_yaml` with its extract_frames and encode stages replaced by the snippet's, as a user
     pastes them."""
     extract, encode = readme_snippet().split("\n  encode:")
     stages = [("extract_frames", extract, "sample_patches"), ("encode", "  encode:" + encode, "train")]
@@ -360,7 +360,7 @@ def test_the_readme_snippet_declares_what_the_default_stages_do():
 
 @pytest.mark.slow
 def test_two_machines_and_the_readme_commands_give_the_unsharded_bytes(tmp_path):
-    """An unsharded `dvc repro encode`, against the README's workflow with its snippet: two clones
+    """An unsharded `dvc repro encode`, against the workflow of docs/scale-out.md with its snippet: two clones
     each extract their shard and push it to the run cache; the first restores the other's shard
     with `dvc repro --pull` (not running it) and fits the codebook over all shards; each encodes
     its shard; the first restores the other's codes. Every frames and codes file, the patches

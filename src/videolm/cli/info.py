@@ -13,7 +13,7 @@ from videolm.codes.codebook import Codebook
 from videolm.data.frames import list_frames
 from videolm.model.checkpoint import Checkpoint, DecoderCheckpoint
 
-HEADLINE = {"eval.json": ["test_perplexity", "test_bits_per_patch", "copy_previous_perplexity",
+HEADLINE = {"eval.json": ["model_perplexity", "model_bits_per_patch", "copy_previous_perplexity",
                           "gen_psnr_moving_model_pixels_h1", "gen_psnr_moving_copy_last_h1", "gen_psnr_moving_flow_h1"],
             "train.json": ["best_epoch", "val_perplexity", "parameters"]}
 

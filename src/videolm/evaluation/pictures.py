@@ -194,7 +194,7 @@ def save_gif(path: str | Path, frames: list[np.ndarray], stage: str, duration_ms
 def save_mp4(path: str | Path, frames: list[np.ndarray], stage: str, fps: int) -> None:
     """An H.264 MP4 of uint8 frames (gray or RGB) of one size, padded with white to even sides (as
     yuv420p needs), `stage`'s mark as its comment. The same frames give the same bytes: x264 on one
-    thread, without macroblock-tree rate control (benchmarks/drill.py `write_clip` says why)."""
+    thread, without macroblock-tree rate control (benchmarks/corpus.py `write_clip` says why)."""
     import av  # only here: the stages that draw pictures read no video
 
     height, width = frames[0].shape[:2]
