@@ -7,17 +7,18 @@ them loads (each setting only where the environment does not choose already):
   CPU threads otherwise spin between parallel regions, and on a shared machine a spinning
   thread takes the core that another process, or this one's own other thread, needs
   (benchmarks/RESULTS.md has training's speed beside a busy process with both policies).
-- Portable math: every library takes the same code path on every x86-64 CPU with AVX2, so that
-  the same params give the same bytes on an Intel or an AMD machine, with any number of cores.
-  The libraries otherwise pick their kernels by the CPU they find (AVX-512 or not, Intel or
-  not), and kernels of different vector widths add in different orders. Pinned: ATen's kernels
-  (`ATEN_CPU_CAPABILITY=avx2`); MKL's, with conditional numerical reproducibility that also
-  makes its results independent of the thread count (`MKL_CBWR=AVX2,STRICT`); oneDNN's
-  convolutions (`ONEDNN_MAX_CPU_ISA=AVX2`); OpenBLAS's, under NumPy and SciPy
-  (`OPENBLAS_CORETYPE=Haswell`); NumPy's own dispatch (`NPY_DISABLE_CPU_FEATURES`) and
-  OpenCV's (`OPENCV_CPU_DISABLE`), both without their AVX-512 paths. `VIDEOLM_NATIVE_MATH=1`
-  turns this off (each library then takes its fastest path on this CPU); docs/reliability.md
-  says what holds either way, and what it costs.
+- Portable math: every library takes the code path of the CPU's vector class, AVX-512 or
+  AVX2, rather than the fastest it finds, so that the same params give the same bytes on
+  Intel's and AMD's CPUs of one class. Left to themselves the libraries pick kernels by
+  vendor and model (MKL takes other paths on AMD than on Intel, NumPy and OpenCV use the
+  newest AVX-512 extensions a CPU has), and kernels of different widths add in different
+  orders. Pinned: ATen's kernels (`ATEN_CPU_CAPABILITY`); MKL's, with its conditional
+  numerical reproducibility (`MKL_CBWR`, STRICT); oneDNN's convolutions (`ONEDNN_MAX_CPU_ISA`);
+  OpenBLAS's under NumPy and SciPy (`OPENBLAS_CORETYPE`); NumPy's own dispatch
+  (`NPY_DISABLE_CPU_FEATURES`) and OpenCV's (`OPENCV_CPU_DISABLE`), both without the
+  extensions beyond the class. The class is read from /proc/cpuinfo (x86-64 Linux; elsewhere
+  nothing is pinned). `VIDEOLM_NATIVE_MATH=1` turns this off; docs/reliability.md says what
+  holds either way, and what it costs.
 
 The settings are read when each library loads or first computes, so the package must be
 imported before torch, NumPy, SciPy or OpenCV: the stage scripts and the `videolm` command
@@ -28,15 +29,31 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# The AVX-512 class: F, CD, BW, DQ and VL (Intel since Skylake-SP, AMD since Zen 4).
+AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
 PORTABLE_MATH = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "OPENBLAS_CORETYPE": "Haswell",
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_CLX",
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": "AVX512_ICL AVX512_SPR",
+               "OPENCV_CPU_DISABLE": "AVX512_CLX,AVX_VNNI"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+             "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_CLX,AVX_VNNI"},
 }
 
-if os.environ.get("VIDEOLM_NATIVE_MATH", "0") in ("", "0"):
-    for _name, _value in PORTABLE_MATH.items():
+
+def vector_class() -> str | None:
+    """'avx512' or 'avx2', the widest class all of whose features the CPU has; None where that
+    cannot be read (not Linux) or the CPU has neither (not x86-64, or older than AVX2)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return None
+    if AVX512 <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else None
+
+
+if os.environ.get("VIDEOLM_NATIVE_MATH", "0") in ("", "0") and (_class := vector_class()):
+    for _name, _value in PORTABLE_MATH[_class].items():
         os.environ.setdefault(_name, _value)
