@@ -77,11 +77,14 @@ def new_project(repo: Path) -> Path:
     return repo
 
 
+FIRST_REPRO: dict[Path, str] = {}  # what the first `dvc repro` of each project printed
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """`new_project` with `dvc repro` done."""
     repo = new_project(tmp_path_factory.mktemp("project"))
-    run([sys.executable, "-m", "dvc", "repro"], repo)
+    FIRST_REPRO[repo] = run([sys.executable, "-m", "dvc", "repro"], repo)
     return repo
 
 
@@ -105,6 +108,18 @@ def test_repro_writes_every_output(project: Path) -> None:
     assert (project / "plots/predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     val = (project / "dvclive/plots/metrics/val_perplexity.tsv").read_text().splitlines()
     assert len(val) == 1 + TINY["train"]["epochs"]
+
+
+@pytest.mark.slow
+def test_every_stage_ends_with_one_line_in_one_format(project: Path) -> None:
+    """`<stage>: <what it did> in <N> s`, the last line each stage printed under `dvc repro`."""
+    out = FIRST_REPRO[project]
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    for name in stages:
+        printed = out.split(f"Running stage '{name}':", 1)[1]
+        printed = re.split(r"\nRunning stage '|\nUpdating lock file", printed, maxsplit=1)[0]
+        last = printed.strip().splitlines()[-1]
+        assert re.fullmatch(rf"{name}: \S.* in \d+ s", last), (name, last)
 
 
 @pytest.mark.slow
@@ -270,8 +285,8 @@ def test_an_output_inside_an_input_is_refused(project: Path) -> None:
 @pytest.mark.slow
 def test_killed_extraction_leaves_nothing_and_the_next_repro_completes(project: Path, tmp_path) -> None:
     """SIGKILL `extract_frames` while it writes: the output is not there (only a temporary);
-    the next `dvc repro` removes the temporary, completes, and caches what an uninterrupted
-    run makes (the same md5 as the first project's frames)."""
+    the next `dvc repro extract_frames` removes the temporary, completes, and caches what an
+    uninterrupted run makes (the same md5 as the first project's frames)."""
     repo = new_project(tmp_path / "killed")
     for i in range(12):  # enough work to be caught in the middle
         write_clip(repo / f"data/synth/more{i}.mp4", n_frames=40, seed=10 + i)
@@ -287,8 +302,8 @@ def test_killed_extraction_leaves_nothing_and_the_next_repro_completes(project: 
     assert not (repo / "data/frames").exists() and list((repo / "data").glob(".frames.tmp*"))
     for i in range(12):
         (repo / f"data/synth/more{i}.mp4").unlink()
-    ran = repro_ran(repo)
-    assert "extract_frames" in ran
+    out = run([sys.executable, "-m", "dvc", "repro", "extract_frames"], repo)
+    assert "Running stage 'extract_frames'" in out
     assert not list((repo / "data").glob(".frames.tmp*"))
-    assert stages_to_run(repo) == set()
+    assert "extract_frames" not in stages_to_run(repo)
     assert out_hashes(repo)["data/frames"] == out_hashes(project)["data/frames"]

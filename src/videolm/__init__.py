@@ -10,13 +10,13 @@ them loads (each setting only where the environment does not choose already):
 - Portable math: every library takes the code path of the CPU's vector class, AVX-512 or
   AVX2, rather than the fastest it finds, so that the same params give the same bytes on
   Intel's and AMD's CPUs of one class. Left to themselves the libraries pick kernels by
-  vendor and model (MKL takes other paths on AMD than on Intel, NumPy and OpenCV use the
+  vendor and model (MKL takes other paths on AMD than on Intel, NumPy uses the
   newest AVX-512 extensions a CPU has), and kernels of different widths add in different
   orders. Pinned: ATen's kernels (`ATEN_CPU_CAPABILITY`); MKL's, with its conditional
   numerical reproducibility (`MKL_CBWR`, STRICT); oneDNN's convolutions (`ONEDNN_MAX_CPU_ISA`);
-  OpenBLAS's under NumPy and SciPy (`OPENBLAS_CORETYPE`); NumPy's own dispatch
-  (`NPY_DISABLE_CPU_FEATURES`) and OpenCV's (`OPENCV_CPU_DISABLE`), both without the
-  extensions beyond the class. The class is read from /proc/cpuinfo (x86-64 Linux; elsewhere
+  OpenBLAS's under NumPy and SciPy (`OPENBLAS_CORETYPE`); NumPy's own dispatch, without the
+  extensions beyond the class (`NPY_DISABLE_CPU_FEATURES`). OpenCV's optical flow gives the
+  same bytes with its AVX-512 paths on or off, so its dispatch is left alone. The class is read from /proc/cpuinfo (x86-64 Linux; elsewhere
   nothing is pinned). `VIDEOLM_NATIVE_MATH=1` turns this off; docs/reliability.md says what
   holds either way, and what it costs.
 
@@ -33,11 +33,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
 PORTABLE_MATH = {
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
-               "OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": "AVX512_ICL AVX512_SPR",
-               "OPENCV_CPU_DISABLE": "AVX512_CLX,AVX_VNNI"},
+               "OPENBLAS_CORETYPE": "SkylakeX", "NPY_DISABLE_CPU_FEATURES": "AVX512_ICL AVX512_SPR"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-             "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_CLX,AVX_VNNI"},
+             "OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"},
 }
 
 
