@@ -117,7 +117,7 @@ def test_every_stage_ends_with_one_line_in_one_format(project: Path) -> None:
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     for name in stages:
         printed = out.split(f"Running stage '{name}':", 1)[1]
-        printed = re.split(r"\nRunning stage '|\nUpdating lock file", printed, maxsplit=1)[0]
+        printed = re.split(r"\n(?:Running stage '|Updating lock file|Generating lock file)", printed, maxsplit=1)[0]
         last = printed.strip().splitlines()[-1]
         assert re.fullmatch(rf"{name}: \S.* in \d+ s", last), (name, last)
 
