@@ -210,3 +210,28 @@ def test_the_workspace_decoder_makes_the_pictures(tmp_path, codebook):
     for measure in MEASURES:
         assert metrics[f"{measure}_1step_model_pixels"] == metrics[f"{measure}_1step_copy_last"], measure
     assert metrics["psnr_1step_model"] != metrics["psnr_1step_copy_last"]
+
+
+def test_info_names_what_the_workspace_holds_and_what_is_missing(tmp_path, codebook, capsys):
+    workspace = write_workspace(tmp_path / "ws", codebook)
+    main(["info", "--workspace", str(workspace)])
+    out = capsys.readouterr().out
+    assert f"codebook   k={codebook.k}, {PATCH}x{PATCH} patches, digest {codebook.digest}" in out
+    assert "model      models/model.pt: " in out and " weights, md5 " in out
+    assert "frames     missing: data/frames (the extract_frames stage makes it)" in out
+    assert "decoder    missing: models/decoder.pt (the train_decoder stage makes it)" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["info"], "not a videolm workspace (no params.yaml)"),
+    (["predict", "VIDEO_DIR"], "VIDEO_DIR: a folder, not a video file"),
+])
+def test_outside_a_workspace_or_given_a_folder_says_so_in_one_line(tmp_path, capsys, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "VIDEO_DIR").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.startswith("error: ") and error.count("\n") == 1 and expected in error, error
+    if argv[0] == "info":
+        assert "--workspace DIR" in error
