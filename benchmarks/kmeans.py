@@ -15,8 +15,9 @@ import time
 import faiss
 import numpy as np
 
-from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.codebook import Codebook
 from videolm.codes.patches import PatchSample, sample_patches
+from videolm.codes.search import assign_codes
 from videolm.config import CodebookConfig, DataConfig
 from videolm.data.samples import find_sample_files
 from videolm.data.video import decode_gray

@@ -28,7 +28,7 @@ from measure import ROOT, run_stage
 from synthetic import synthetic_video
 
 from videolm.codes.codebook import Codebook
-from videolm.codes.patches import sample_training_patches
+from videolm.codes.sampling import sample_training_patches
 from videolm.config import CodebookConfig, load_params
 from videolm.data.frames import list_frames
 

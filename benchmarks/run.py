@@ -16,7 +16,7 @@ section of that file (`drill.py`: the whole pipeline on 200 clips, per stage) is
 Pairs (`--only` picks some):
 - decode: `videolm.data.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
   `imageio-ffmpeg` ships) writing the same gray frames to a pipe (`-pix_fmt gray`).
-- encode: `videolm.codes.codebook.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
+- encode: `videolm.codes.search.assign_codes` (torch, chunked) against faiss `IndexFlatL2.search`
   on the same normalized patches, with the share of identical codes (and on CUDA if present).
 - codebook: `Codebook.fit`, MiniBatchKMeans and Lloyd, against `faiss.Kmeans` given the same
   time, on real patches of the sample videos: MSE ratio (`kmeans.py`).
@@ -61,7 +61,7 @@ from stage_costs import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
 
-from videolm.codes.codebook import assign_codes
+from videolm.codes.search import assign_codes
 from videolm.data.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from synthetic import synthetic_video
 
-from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.codebook import Codebook
 from videolm.codes.grids import encode_video
 from videolm.codes.patches import extract_patches, sample_patches
+from videolm.codes.search import assign_codes
 from videolm.config import DataConfig
 from videolm.data.extract import extract_frames, extract_video
 from videolm.data.parallel import worker_count

@@ -13,6 +13,7 @@ from pathlib import Path
 from videolm.codes.codebook import Codebook
 from videolm.codes.encoding import encode_videos, shard_videos
 from videolm.data.frames import check_patch_fits, list_frames
+from videolm.device import resolve_device
 from videolm.image_metrics import psnr_from_mse
 from videolm.io import atomic_path, guard_outputs, write_json, write_shard_record
 from videolm.stage import run_stage
@@ -28,7 +29,8 @@ def main(params) -> str:
     with atomic_path(params.paths.codes, "encode") as tmp:
         tmp.mkdir()
         sq_all, n_all, sq_test, n_test = encode_videos(videos, codebook, params.patches.stride,
-                                                       params.encode.chunk_frames, tmp, params.workers)
+                                                       params.encode.chunk_frames, tmp, params.workers,
+                                                       str(resolve_device(params.device)))
         if shard:
             write_shard_record(tmp, shard, "encode")
     metrics = {"quantization_psnr": psnr_from_mse(sq_all / n_all),

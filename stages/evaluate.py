@@ -14,9 +14,10 @@ import torch
 from videolm.codes.codebook import Codebook
 from videolm.codes.grids import load_code_grids
 from videolm.data.frames import list_frames
+from videolm.device import resolve_device
 from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import fit_baselines
-from videolm.evaluation.clips import evaluation_clips, picture_clips
+from videolm.evaluation.clips import evaluation_clips, picture_clips, subset_clips
 from videolm.evaluation.filling import evaluate_filling
 from videolm.evaluation.generate import METHODS as GEN_METHODS
 from videolm.evaluation.generate import evaluate_generation
@@ -41,11 +42,13 @@ def main(params) -> str:
         torch.set_num_threads(e.threads)
     codebook = Codebook.load(params.paths.codebook)
     grids = load_code_grids(params.paths.codes, codebook)
+    device = resolve_device(params.device)
     model = load_model(params.paths.model, codebook)
-    decoder = load_decoder(params.paths.decoder, model, codebook, stride)
+    decoder = load_decoder(params.paths.decoder, model, codebook, stride).to(device)
+    model.to(device)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     read_frames = lru_cache(maxsize=1)(lambda video_id: videos[video_id].read())
-    clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
+    clips = subset_clips(evaluation_clips(grids, e.context, e.horizon, e.clip_stride), e.clips, params.seed)
     if not clips:
         raise VideoLMError(f"no test clip has eval.context={e.context} + eval.horizon={e.horizon} frames "
                            f"(lower them or raise data.test_fraction)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from videolm.codes.codebook import Codebook
 from videolm.codes.patches import PatchSample
+from videolm.device import resolve_device
 from videolm.io import guard_outputs, write_json
 from videolm.stage import run_stage
 
@@ -18,7 +19,7 @@ def main(params) -> str:
     guard_outputs("fit_codebook", {"paths.patches": params.paths.patches},
                   {"paths.codebook": params.paths.codebook, "paths.metrics": metrics_path})
     sample = PatchSample.load(params.paths.patches)
-    codebook = Codebook.fit(sample, params.codebook, params.seed)
+    codebook = Codebook.fit(sample, params.codebook, params.seed, resolve_device(params.device))
     codebook.save(params.paths.codebook)
     metrics = codebook.quality(sample)
     write_json(metrics_path, metrics, "fit_codebook")

@@ -10,6 +10,7 @@ from pathlib import Path
 from videolm.codes.codebook import Codebook
 from videolm.codes.grids import load_code_grids
 from videolm.data.frames import list_frames
+from videolm.device import resolve_device
 from videolm.io import guard_outputs, write_json
 from videolm.model.build import load_model
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
@@ -26,7 +27,7 @@ def main(params) -> str:
     model = load_model(params.paths.model, codebook)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     decoder, summary = train_decoder(model, grids, videos, codebook, params.patches.stride, params.decoder,
-                                     params.seed, params.eval.motion_threshold)
+                                     params.seed, params.eval.motion_threshold, resolve_device(params.device))
     DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
                       params.patches.stride).save(params.paths.decoder)
     write_json(metrics_path, summary, "train_decoder")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from videolm.codes.codebook import Codebook, assign_codes, lloyd_kmeans
+from videolm.codes.codebook import Codebook, lloyd_kmeans
 from videolm.codes.patches import PatchSample
+from videolm.codes.search import assign_codes
 from videolm.config import CodebookConfig
 from videolm.errors import VideoLMError
 

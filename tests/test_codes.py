@@ -10,9 +10,10 @@ import pytest
 from conftest import N_FRAMES, H, W, save_grid
 
 import videolm.codes.grids as codes_module
-from videolm.codes.codebook import Codebook, assign_codes
+from videolm.codes.codebook import Codebook
 from videolm.codes.grids import CodeGrid, CodesError, H5Codes, encode_video, load_code_grids
 from videolm.codes.patches import PatchSample, extract_patches
+from videolm.codes.search import assign_codes
 from videolm.config import CodebookConfig, DataConfig
 from videolm.data.extract import extract_frames
 from videolm.data.frames import list_frames

@@ -16,9 +16,9 @@ import torch
 from test_resume import RESUME, read, train_stage, workspace
 
 from videolm.config import ConfigError, load_params
+from videolm.device import resolve_device
 from videolm.errors import VideoLMError
 from videolm.training.crops import CropSampler
-from videolm.training.distributed import resolve_device
 from videolm.training.state import TrainState
 
 # dropout off: with it, each rank draws its own masks and the runs differ by more than rounding
@@ -125,7 +125,7 @@ def test_device_choice():
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"]
     else:
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(VideoLMError, match="train.device=cuda: no CUDA device"):
+        with pytest.raises(VideoLMError, match="device=cuda: no CUDA device"):
             resolve_device("cuda")
 
 

@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videolm.codes.patches import (
-    PatchSample,
-    extract_patches,
-    grid_shape,
-    reconstruct,
-    sample_patches,
-    sample_training_patches,
-    training_std,
-)
-from videolm.data.frames import write_frames
+from videolm.codes.patches import PatchSample, extract_patches, grid_shape, reconstruct, sample_patches
 from videolm.errors import VideoLMError
 
 
@@ -105,27 +96,6 @@ def test_sample_patches_seeded():
     c = sample_patches(frames, 50, 8, np.random.default_rng(8))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-
-
-def test_sample_training_patches_uses_only_its_parts(tmp_path):
-    # training frames are dark (0..99), validation bright (150..199), test white (255)
-    rng = np.random.default_rng(0)
-    frames = np.concatenate([rng.integers(0, 100, (6, 16, 16)), rng.integers(150, 200, (2, 16, 16)),
-                             np.full((2, 16, 16), 255)]).astype(np.uint8)
-    video = write_frames(tmp_path / "v.h5", iter(frames), lambda n: (6, 8), {"source": "v.mp4"})
-    sample = sample_training_patches([video], 300, 40, 4, seed=0)
-    train, heldout, std = sample.train, sample.heldout, sample.std
-    assert train.shape == (300, 16) and heldout.shape == (40, 16)
-    assert std == pytest.approx(frames[:6].astype(np.float64).std(), rel=1e-6)
-    assert (train * std).max() < 100 + 1e-3
-    assert (heldout * std).min() > 150 - 1e-3 and (heldout * std).max() < 200 + 1e-3
-
-
-def test_training_std_is_exact_and_chunk_independent(tmp_path):
-    frames = np.random.default_rng(1).integers(0, 256, (10, 8, 8)).astype(np.uint8)
-    video = write_frames(tmp_path / "v.h5", iter(frames), lambda n: (7, 9), {"source": "v.mp4"})
-    expected = frames[:7].astype(np.float64).std()
-    assert training_std([video], chunk_frames=3) == training_std([video], chunk_frames=64) == pytest.approx(expected)
 
 
 def test_patch_sample_round_trip(tmp_path):

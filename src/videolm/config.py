@@ -228,9 +228,6 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     checkpoint_every: int = Field(0, ge=0, description="also save the resume state every this many steps; "
                                                        "0 = only at epoch ends")
-    device: Literal["cpu", "cuda", "auto"] = Field(
-        "cpu", description="where training runs: cpu (the default, and the tested path), cuda, or auto = CUDA when "
-                           "present (each process its own GPU)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: bfloat16 autocast of the model's matmuls and convolutions, CUDA only (the loss "
                             "head stays fp32); on CPUs it is many times slower")
@@ -288,6 +285,9 @@ class EvalConfig(_Section):
     fill_candidates: int = Field(
         4, ge=1, description="filling: most likely codes tried per location (plus frame t+1's code)")
     fill_sweeps: int = Field(2, ge=0, description="filling: passes of iterated conditional modes; 0 = forward only")
+    clips: int = Field(0, ge=0, description="test clips of generation, filling and the flow baseline: a fixed "
+                                            "subset drawn with the seed (in the clips' order); 0 = every clip "
+                                            "(the perplexity always scores every test frame)")
     n_pictures: int = Field(3, ge=1, description="test clips shown in the pictures")
     threads: int = Field(1, ge=0, description="torch CPU threads; 0 = torch's default")
 
@@ -302,6 +302,10 @@ class Params(_Section):
                                               "per available core (the default), 1 = none (in the "
                                               "stage's own process). The outputs are the same bytes whatever the "
                                               "value")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the tensor work of fit_codebook (lloyd), encode, train, train_decoder, evaluate "
+                           "and `videolm predict` runs: cpu (the default, and the tested path), cuda, or auto = CUDA "
+                           "when present. encode's codes and lloyd's centroids are the same bytes on either")
     shard: ShardConfig = Field(default_factory=ShardConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     data: DataConfig = Field(default_factory=DataConfig)

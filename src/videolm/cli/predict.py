@@ -37,6 +37,7 @@ from videolm.codes.codebook import Codebook
 from videolm.codes.grids import CodeGrid, encode_frames, load_code_grids
 from videolm.codes.patches import covered_shape
 from videolm.data.video import decode_usable, video_fps
+from videolm.device import resolve_device
 from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import Baselines, fit_baselines
 from videolm.evaluation.pictures import (
@@ -130,9 +131,10 @@ def write_outputs(outputs: dict[str, Path], prediction: Prediction, metrics: dic
     write_json(outputs["metrics"], metrics, STAGE)
 
 
-def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gif") -> dict:
+def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gif", device: str | None = None) -> dict:
     """Predict every frame of `video` with the model of `workspace` and write the outputs into `out`
-    (see the module docstring); returns the metrics written to `<stem>.json`."""
+    (see the module docstring), on `device` (default: the workspace's `device` param); returns the
+    metrics written to `<stem>.json`."""
     if out.exists() and not out.is_dir():
         raise VideoLMError(f"--out {out}: a file, not a folder")
     params = load_workspace_params(workspace)
@@ -148,8 +150,12 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
         raise VideoLMError(f"{paths['codebook']}: a codebook of {codebook.size}x{codebook.size} patches, but "
                            f"{workspace / 'params.yaml'} has patches.size={params.patches.size}: rerun the "
                            f"pipeline (dvc repro)")
+    on = resolve_device(device or params.device)
     model = load_model(paths["model"], codebook)
     decoder = load_decoder(paths["decoder"], model, codebook, params.patches.stride) if paths["decoder"].exists() else None
+    model.to(on)
+    if decoder is not None:
+        decoder.to(on)
     if decoder is None:
         print(f"{paths['decoder']}: no pixel decoder (the train_decoder stage makes it); the predictions shown are "
               f"the most likely codes, decoded by the codebook")
@@ -158,7 +164,7 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
 
     stride = params.patches.stride
-    codes = encode_frames(frames, codebook, stride)
+    codes = encode_frames(frames, codebook, stride, on)
     metrics, prediction = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem, decoder,
                                          params.eval.motion_threshold)
     metrics.update({"video": str(video), "codebook_digest": codebook.digest,
@@ -178,6 +184,8 @@ def add_parser(commands) -> None:
                         help="the trained pipeline's folder: params.yaml and its outputs (default: .)")
     parser.add_argument("--out", type=Path, help="folder of the outputs (default: predictions/<video stem>)")
     parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="of the animation")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"),
+                        help="where the model runs (default: the workspace's `device` param)")
     parser.set_defaults(run=run)
 
 
@@ -185,7 +193,7 @@ def run(args: argparse.Namespace) -> None:
     if args.video.is_dir():
         raise VideoLMError(f"{args.video}: a folder, not a video file")
     out = args.out or Path("predictions") / args.video.stem
-    metrics = predict(args.video, args.workspace, out, args.format)
+    metrics = predict(args.video, args.workspace, out, args.format, args.device)
     shown = metrics["shown"]
     print(f"{out}: model {metrics['model_bits_per_patch']:.3f} bits per patch, copy-previous "
           f"{metrics['copy_previous_bits_per_patch']:.3f}; 1-step PSNR on moving pixels: {shown} "

@@ -26,6 +26,7 @@ import torch
 from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
 from videolm.codes.patches import PatchSample, reconstruct
+from videolm.codes.search import assign_codes
 from videolm.config import CodebookConfig
 from videolm.image_metrics import psnr
 from videolm.io import load_h5, save_h5
@@ -47,11 +48,12 @@ class Codebook:
         return hashlib.sha256(np.ascontiguousarray(self.centroids, np.float32).tobytes()).hexdigest()[:16]
 
     @classmethod
-    def fit(cls, sample: PatchSample, cfg: CodebookConfig, seed: int) -> Codebook:
-        """k-means over the sample's normalized training patches, by `cfg.method`."""
+    def fit(cls, sample: PatchSample, cfg: CodebookConfig, seed: int, device: torch.device | str = "cpu") -> Codebook:
+        """k-means over the sample's normalized training patches, by `cfg.method`; Lloyd searches on
+        `device` (the same centroids on any device), MiniBatchKMeans runs on the CPU."""
         init_size = cfg.init_size or min(len(sample.train), 3 * cfg.k)
         if cfg.method == "lloyd":
-            centroids = lloyd_kmeans(sample.train, cfg.k, cfg.max_iter, cfg.init, init_size, seed)
+            centroids = lloyd_kmeans(sample.train, cfg.k, cfg.max_iter, cfg.init, init_size, seed, device)
         else:
             kmeans = MiniBatchKMeans(n_clusters=cfg.k, init=cfg.init, init_size=init_size, batch_size=cfg.batch_size,
                                      max_iter=cfg.max_iter, max_no_improvement=None, tol=0.0, n_init=1,
@@ -68,9 +70,10 @@ class Codebook:
         data, attrs = load_h5(path, "codebook", "fit_codebook")
         return cls(data["centroids"], float(attrs["std"]), int(attrs["patch_size"]))
 
-    def assign(self, patches: np.ndarray) -> np.ndarray:
-        """(n, size*size) patches in gray levels -> (n,) int64 index of the nearest centroid."""
-        return assign_codes(patches / self.std, self.centroids)
+    def assign(self, patches: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+        """(n, size*size) patches in gray levels -> (n,) int64 index of the nearest centroid
+        (searched on `device`: the same codes on any)."""
+        return assign_codes(patches / self.std, self.centroids, device)
 
     def gray_patches(self) -> np.ndarray:
         """(k, size, size) centroids in gray levels."""
@@ -93,32 +96,13 @@ class Codebook:
                 "unused_centroids": int((~used).sum())}
 
 
-def assign_codes(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Tensor,
-                 chunk: int = 512, device: str = "cpu") -> np.ndarray:
-    """Index of the nearest centroid of each row of `x` (n, d), computed in bounded chunks.
-
-    argmin ||x - c||^2 = argmin (||c||^2 - 2 x.c): one matrix product per chunk into one
-    reused (chunk, k) buffer, so peak memory is chunk x k floats, never n x k. On the CPU a
-    small chunk (512 x 10,000 floats = 20 MB) is fastest: a fresh buffer of hundreds of MB
-    costs a page fault per 4 KB on every chunk (benchmarks/RESULTS.md). On a GPU (`device`)
-    chunks of 16,384 or more keep it busy.
-    """
-    x = torch.as_tensor(np.asarray(x, np.float32))
-    c = torch.as_tensor(np.asarray(centroids, np.float32)).to(device)
-    c_sq = (c * c).sum(1)  # (k,)
-    out = torch.empty(len(x), dtype=torch.int64, device=device)
-    buffer = torch.empty(min(chunk, len(x)), len(c), device=device)
-    for i in range(0, len(x), chunk):
-        xb = x[i:i + chunk].to(device)  # (n, d)
-        torch.argmin(torch.addmm(c_sq, xb, c.T, alpha=-2.0, out=buffer[:len(xb)]), 1, out=out[i:i + chunk])
-    return out.cpu().numpy()
-
-
-def lloyd_kmeans(x: np.ndarray, k: int, iterations: int, init: str, init_size: int, seed: int) -> np.ndarray:
+def lloyd_kmeans(x: np.ndarray, k: int, iterations: int, init: str, init_size: int, seed: int,
+                 device: torch.device | str = "cpu") -> np.ndarray:
     """(k, d) centroids from full-batch Lloyd iterations over x (n, d), as `faiss.Kmeans` runs them.
 
-    Each iteration assigns every point with `assign_codes` (the encoder's search, in bounded
-    chunks) and moves each centroid to the mean of its points. A centroid left without points
+    Each iteration assigns every point with `assign_codes` (the encoder's search, on `device`,
+    the same codes on any) and moves each centroid to the mean of its points (on the CPU, so the
+    sums are added in one order). A centroid left without points
     takes half of the largest cluster, as faiss does: it becomes a copy of that cluster's
     centroid, and the two are nudged apart by 1/1024 of their coordinates. The initial
     centroids are `k` random points or k-means++ over `init_size` random points (scikit-learn's).
@@ -133,7 +117,7 @@ def lloyd_kmeans(x: np.ndarray, k: int, iterations: int, init: str, init_size: i
     centroids = torch.from_numpy(np.array(start, np.float32))
     nudge = torch.where(torch.arange(x.shape[1]) % 2 == 0, 1.0, -1.0) / 1024
     for _ in range(iterations):
-        codes = torch.from_numpy(assign_codes(points, centroids))
+        codes = torch.from_numpy(assign_codes(points, centroids, device))
         counts = torch.bincount(codes, minlength=k)
         centroids = torch.zeros_like(centroids).index_add_(0, codes, points) / counts.clamp(min=1)[:, None]
         for empty in torch.nonzero(counts == 0)[:, 0].tolist():

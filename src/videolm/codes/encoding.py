@@ -25,11 +25,12 @@ from videolm.io import ShardRecord, read_shard_record
 
 
 def encode_videos(videos: list[VideoFrames], codebook: Codebook, stride: int, chunk_frames: int,
-                  out_dir: str | Path, workers: int = 1) -> tuple[float, int, float, int]:
-    """Encode `videos` to `out_dir/<video_id>.h5` in `workers` processes (0 = one per core);
+                  out_dir: str | Path, workers: int = 1, device: str = "cpu") -> tuple[float, int, float, int]:
+    """Encode `videos` to `out_dir/<video_id>.h5` in `workers` processes (0 = one per core), each
+    searching on `device` (on a GPU: the processes read and cut patches while others search);
     returns the sums of `encode_video` (squared error and pixels, all frames and test frames)."""
     totals = [0.0, 0, 0.0, 0]
-    encode = partial(_encode_into, Path(out_dir), codebook, stride, chunk_frames)
+    encode = partial(_encode_into, Path(out_dir), codebook, stride, chunk_frames, device)
     with closing(map_in_order(encode, videos, workers, "encode")) as results:
         for result in results:
             totals = [a + b for a, b in zip(totals, result.result())]
@@ -37,11 +38,11 @@ def encode_videos(videos: list[VideoFrames], codebook: Codebook, stride: int, ch
     return sq_all, n_all, sq_test, n_test
 
 
-def _encode_into(out_dir: Path, codebook: Codebook, stride: int, chunk_frames: int,
+def _encode_into(out_dir: Path, codebook: Codebook, stride: int, chunk_frames: int, device: str,
                  video: VideoFrames) -> tuple[float, int, float, int]:
     """`encode_video` to `out_dir/<video_id>.h5`: the unit of work handed to the worker processes
     (a top-level function, so that they can be sent it)."""
-    return encode_video(video, codebook, stride, chunk_frames, out_dir / f"{video.video_id}.h5")
+    return encode_video(video, codebook, stride, chunk_frames, out_dir / f"{video.video_id}.h5", device)
 
 
 def shard_videos(videos: list[VideoFrames], frames_dir: str | Path,

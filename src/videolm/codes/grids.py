@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import h5py
 import numpy as np
+import torch
 
 from videolm.codes.codebook import Codebook
 from videolm.codes.patches import extract_patches, grid_shape
@@ -137,17 +138,18 @@ def create_codes_file(path: str | Path, shape: tuple[int, int, int], codebook: C
                         "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
 
 
-def encode_frames(frames: np.ndarray, codebook: Codebook, stride: int) -> np.ndarray:
+def encode_frames(frames: np.ndarray, codebook: Codebook, stride: int, device: torch.device | str = "cpu") -> np.ndarray:
     """(n, H, W) gray frames -> (n, rows, cols) uint16 codes: the nearest centroid of each patch
-    `stride` pixels apart (the remainder of the frame is cropped)."""
+    `stride` pixels apart (the remainder of the frame is cropped), searched on `device`."""
     patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)
     n, rows, cols, dim = patches.shape
-    return codebook.assign(patches.reshape(-1, dim)).reshape(n, rows, cols).astype(np.uint16)
+    return codebook.assign(patches.reshape(-1, dim), device).reshape(n, rows, cols).astype(np.uint16)
 
 
 def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_frames: int,
-                 out_path: Path) -> tuple[float, int, float, int]:
-    """Encode one video's frames to `out_path`, `chunk_frames` frames at a time: each chunk's
+                 out_path: Path, device: torch.device | str = "cpu") -> tuple[float, int, float, int]:
+    """Encode one video's frames to `out_path`, `chunk_frames` frames at a time, searching on
+    `device` (the same codes on any): each chunk's
     codes go to the file as soon as they are computed, so memory does not grow with the
     video's length (only one chunk of frames, patches and codes is held).
 
@@ -161,7 +163,7 @@ def encode_video(video: VideoFrames, codebook: Codebook, stride: int, chunk_fram
     with create_codes_file(out_path, shape, codebook, stride, video.source, video.train_end, video.val_end) as out:
         for start in range(0, video.n_frames, chunk_frames):
             frames = video.read(start, start + chunk_frames)  # (n, H, W) uint8
-            codes = encode_frames(frames, codebook, stride)
+            codes = encode_frames(frames, codebook, stride, device)
             n = len(codes)
             out[start:start + n] = codes
             rebuilt = codebook.decode(codes, stride)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from videolm.errors import VideoLMError
 from videolm.io import load_h5, save_h5
 
 
@@ -61,10 +60,15 @@ def sample_patches(frames: np.ndarray, n: int, size: int, rng: np.random.Generat
     t = rng.integers(0, frames.shape[0], n)
     y = rng.integers(0, frames.shape[1] - size + 1, n)
     x = rng.integers(0, frames.shape[2] - size + 1, n)
+    return patches_at(frames, t, y, x, size)
+
+
+def patches_at(frames: np.ndarray, t: np.ndarray, y: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+    """(n, size*size) float32 patches of `frames` (T, H, W) with top-left corners (y, x) in frames t."""
     offsets = np.arange(size)
     rows = (y[:, None] + offsets)[:, :, None]  # (n, size, 1)
     cols = (x[:, None] + offsets)[:, None, :]  # (n, 1, size)
-    return frames[t[:, None, None], rows, cols].reshape(n, size * size).astype(np.float32)
+    return frames[t[:, None, None], rows, cols].reshape(len(t), size * size).astype(np.float32)
 
 
 @dataclass(eq=False)
@@ -84,41 +88,3 @@ class PatchSample:
     def load(cls, path: str | Path) -> PatchSample:
         data, attrs = load_h5(path, "patch sample", "sample_patches")
         return cls(data["train"], data["heldout"], float(attrs["std"]), int(attrs["patch_size"]))
-
-
-def training_std(videos, chunk_frames: int = 64) -> float:
-    """Standard deviation of the gray values of every training frame, read `chunk_frames` at a
-    time. The sums are integers (exact), so the result does not depend on the chunking."""
-    total = total_sq = count = 0
-    for v in videos:
-        for start in range(0, v.train_end, chunk_frames):
-            frames = v.read(start, min(start + chunk_frames, v.train_end)).astype(np.int64)
-            total, total_sq, count = total + int(frames.sum()), total_sq + int((frames ** 2).sum()), count + frames.size
-    if count == 0:
-        raise VideoLMError("no training frames to sample patches from (check the split)")
-    return float(np.sqrt(float(total_sq) / count - (float(total) / count) ** 2)) or 1.0
-
-
-def sample_training_patches(videos, n_train: int, n_heldout: int, size: int, seed: int) -> PatchSample:
-    """Random patches for the codebook: `n_train` from training frames, `n_heldout` from
-    validation frames (or, where no video has any, from training frames too).
-
-    `videos` are `VideoFrames`. Each video gives patches in proportion to its pixel count
-    in that part; one video's part is read at a time.
-    """
-    rng = np.random.default_rng(seed)
-    has_val = any(v.val_end > v.train_end for v in videos)
-    std = training_std(videos)
-    train = _sample_part(videos, lambda v: (0, v.train_end), n_train, size, rng)
-    heldout_part = (lambda v: (v.train_end, v.val_end)) if has_val else (lambda v: (0, v.train_end))
-    heldout = _sample_part(videos, heldout_part, n_heldout, size, rng)
-    return PatchSample(train / std, heldout / std, std, size)
-
-
-def _sample_part(videos, bounds, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    ranges = [(v, *bounds(v)) for v in videos]
-    weights = np.array([(stop - start) * np.prod(v.frame_shape) for v, start, stop in ranges], np.float64)
-    per_video = rng.multinomial(n, weights / weights.sum())
-    chunks = [sample_patches(v.read(start, stop), m, size, rng)
-              for (v, start, stop), m in zip(ranges, per_video) if m]
-    return np.concatenate(chunks)

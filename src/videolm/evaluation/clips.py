@@ -33,6 +33,15 @@ def evaluation_clips(grids: list[CodeGrid], context: int, horizon: int, stride: 
     return clips
 
 
+def subset_clips(clips: list[Clip], n: int, seed: int) -> list[Clip]:
+    """`n` of `clips` drawn with `seed`, in their order (all of them when n is 0 or covers them):
+    the same clips for every run of a seed, whatever the model, so runs compare on equal footing."""
+    if n == 0 or n >= len(clips):
+        return clips
+    chosen = np.random.default_rng([seed, 4]).choice(len(clips), n, replace=False)  # 4: not the crops' streams
+    return [clips[i] for i in sorted(chosen)]
+
+
 def picture_clips(clips: list[Clip], n: int) -> list[int]:
     """Indices of `n` fixed clips to show: the first clip of each video, then the second..."""
     rank = {}

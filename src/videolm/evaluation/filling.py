@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from videolm.codes.codebook import Codebook
 from videolm.evaluation.clips import Clip, clip_frames
@@ -48,9 +49,10 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
     t + 1), and that forward prediction with the state it came from.
     """
     model.eval()
-    logits, _, state = model(torch.from_numpy(np.asarray(before, np.int64))[None])
+    device = next(model.parameters()).device
+    logits, _, state = model(torch.from_numpy(np.asarray(before, np.int64))[None].to(device))
     prior = F.log_softmax(logits[0, -1].float(), -1)  # (H, W, k): log p(c_t | past)
-    target = torch.from_numpy(np.asarray(after, np.int64))  # (H, W)
+    target = torch.from_numpy(np.asarray(after, np.int64)).to(device)  # (H, W)
     h, w = target.shape
     options = torch.cat([prior.topk(min(candidates, model.k), -1).indices, target[..., None]], -1)  # (H, W, n)
     option_prior = prior.gather(-1, options)  # (H, W, n)
@@ -58,14 +60,14 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
     grid = forward.clone()
     r = model.context_radius
     period = 2 * r + 1
-    box = torch.ones(1, 1, period, period)
+    box = torch.ones(1, 1, period, period, device=device)
     n = options.shape[-1]
     states = state.expand(n, *state.shape[1:])
     for _ in range(sweeps):
         before_sweep = grid.clone()
         for oy in range(min(period, h)):
             for ox in range(min(period, w)):
-                mask = torch.zeros(h, w, dtype=torch.bool)
+                mask = torch.zeros(h, w, dtype=torch.bool, device=device)
                 mask[oy::period, ox::period] = True
                 batch = grid.expand(n, h, w).clone()
                 batch[:, mask] = options[mask].T  # option j at every lattice location of batch j
@@ -76,7 +78,7 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
                 grid[mask] = options[mask].gather(-1, score.argmax(0)[:, None])[:, 0]
         if torch.equal(grid, before_sweep):
             break
-    return grid.numpy(), forward.numpy(), (logits[:, -1], state)
+    return grid.cpu().numpy(), forward.cpu().numpy(), (logits[:, -1], state)
 
 
 def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
@@ -92,7 +94,7 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
     methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
     pools = {m: Pool() for m in methods}
     frames = 0
-    for clip in clips:
+    for clip in tqdm(clips, desc="evaluate: filling", unit="clip"):
         codes = clip.grid.codes
         t = clip.t0
         if t + 1 >= len(codes):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from videolm.codes.codebook import Codebook
 from videolm.codes.patches import covered_shape
@@ -48,9 +49,9 @@ def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float
     last = logits[:, -1]  # (B, H, W, k): prediction of the first generated grid
     for step in range(horizon):
         if temperature > 0:
-            probs = torch.softmax(last.float() / temperature, -1)
+            probs = torch.softmax(last.float() / temperature, -1).cpu()  # drawn on the CPU: the same draws on any device
             codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-            codes = codes.reshape(probs.shape[:-1])
+            codes = codes.reshape(probs.shape[:-1]).to(last.device)
         else:
             codes = last.argmax(-1)  # (B, H, W)
         yield last, state, codes
@@ -72,14 +73,15 @@ def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, 
     """
     generator = torch.Generator().manual_seed(seed)
     codes, entropy, pixels = [], [], []
-    steps = rollout_steps(model, torch.from_numpy(np.asarray(context, np.int64))[None], horizon, temperature,
-                          generator)
+    device = next(model.parameters()).device
+    steps = rollout_steps(model, torch.from_numpy(np.asarray(context, np.int64))[None].to(device), horizon,
+                          temperature, generator)
     for ahead, (logits, state, chosen) in enumerate(steps, 1):
         entropy.append(entropy_bits(F.log_softmax(logits[0].float(), -1)))
         codes.append(chosen[0])
         if decode is not None:
             pixels.append(decode(logits, state, ahead))
-    return torch.stack(codes).numpy(), torch.stack(entropy).numpy(), np.stack(pixels) if pixels else None
+    return torch.stack(codes).cpu().numpy(), torch.stack(entropy).cpu().numpy(), np.stack(pixels) if pixels else None
 
 
 @dataclass
@@ -115,7 +117,7 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
     methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
     pools = {(m, h): Pool() for m in methods for h in range(horizon)}
     examples = {}
-    for i, clip in enumerate(clips):
+    for i, clip in enumerate(tqdm(clips, desc="evaluate: generation", unit="clip")):
         codes = clip.grid.codes
         context = clip.t0 - clip.start
         shape = covered_shape(*codes.shape[1:], codebook.size, stride)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from videolm.codes.codebook import Codebook
 from videolm.codes.grids import CodeGrid
@@ -70,13 +71,14 @@ def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 
 
 
 def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | None = None,
-               on_frame=None) -> Scores:
+               on_frame=None, progress: bool = False) -> Scores:
     """Mean NLL (nats per code) of every `part` frame given its past, for the model and baselines.
 
-    `on_frame(grid, t, logp, state)` is called for each scored frame (e.g. to rebuild predictions).
+    `on_frame(grid, t, logp, state)` is called for each scored frame (e.g. to rebuild predictions);
+    `progress` shows a bar over the videos.
     """
     scores = Scores()
-    for grid in grids:
+    for grid in tqdm(grids, desc=f"scoring {part} frames", unit="video", disable=not progress):
         start, stop = grid.part(part)
         codes = grid.codes[:stop]  # this video's frames up to the part's end, read once
         for t, nll, logp, state in predict_video(model, codes, start, stop):
@@ -104,7 +106,7 @@ def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
 
     def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
         video = read_frames(grid.video_id)
-        predicted = codebook.decode(logp.argmax(-1).numpy()[None], stride)[0]
+        predicted = codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0]
         h, w = predicted.shape
         truth = video[t, :h, :w].astype(np.float64)
         sq["model"] += float(((truth - predicted) ** 2).sum())
@@ -112,7 +114,7 @@ def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
         sq["codebook"] += float(((truth - codebook.decode(grid.codes[t][None].astype(np.int64), stride)[0]) ** 2).sum())
         pixels[0] += truth.size
 
-    scores = score_part(model, grids, "test", baselines, add_psnr_terms)
+    scores = score_part(model, grids, "test", baselines, add_psnr_terms, progress=True)
     if scores.count == 0:
         raise VideoLMError("no test frames to evaluate (check data.test_fraction and the split)")
     metrics = {"test_patches": scores.count, **scores.summary()}

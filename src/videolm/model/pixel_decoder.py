@@ -123,14 +123,16 @@ def decode_prediction(decoder: PixelDecoder, logits: torch.Tensor, state: torch.
     (1, C, H, W): extrapolated `ahead` frames after the real frame `before` (H', W'), or, given the
     real frame `after` it, the frame between them."""
     decoder.eval()
+    device = decoder.gray_patches.device
     expected, entropy = decoder.summarize(torch.softmax(logits.float(), -1))
-    frame = decoder(expected, entropy, state, _batch_of_one(before), _batch_of_one(before if after is None else after),
-                    torch.tensor([float(ahead)]), torch.tensor([float(after is not None)]))
-    return frame[0].double().numpy()
+    frame = decoder(expected, entropy, state, _batch_of_one(before, device),
+                    _batch_of_one(before if after is None else after, device),
+                    torch.tensor([float(ahead)], device=device), torch.tensor([float(after is not None)], device=device))
+    return frame[0].double().cpu().numpy()
 
 
-def _batch_of_one(frame: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(frame, np.float32))[None]
+def _batch_of_one(frame: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(frame, np.float32))[None].to(device)
 
 
 def load_decoder(path, model, codebook, stride: int) -> PixelDecoder:

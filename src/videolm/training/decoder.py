@@ -93,11 +93,12 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
             inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
     inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
     expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
-    last, b = frames[:, 0], len(frames)
+    last, b, device = frames[:, 0], len(frames), frames.device
     before = last.repeat(horizon + 1, 1, 1)
     after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 2]])
-    ahead = torch.cat([torch.arange(1, horizon + 1).float().repeat_interleave(b), torch.ones(b)])
-    filling = torch.cat([torch.zeros(b * horizon), torch.ones(b)])
+    ahead = torch.cat([torch.arange(1, horizon + 1, device=device).float().repeat_interleave(b),
+                       torch.ones(b, device=device)])
+    filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
     truth = torch.cat([frames[:, 1:horizon + 1].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 1]])
     return decoder(expected, entropy, state, before, after, ahead, filling), truth
 
@@ -129,11 +130,13 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
     decoder.eval()
     loss = 0.0
     pools = {(what, method): Pool() for what in ("extrapolate", "fill") for method in ("decoder", "copy_last")}
+    device = decoder.gray_patches.device
     for clip in clips:
-        estimates, truths = decoded_examples(model, decoder, clip.codes[None], clip.frames[None], cfg.horizon)
+        estimates, truths = decoded_examples(model, decoder, clip.codes[None].to(device), clip.frames[None].to(device),
+                                             cfg.horizon)
         loss += float(decoder_loss(estimates, truths, cfg.gdl_weight))
         last = clip.frames[0].numpy()
-        for i, (estimate, truth) in enumerate(zip(estimates.numpy(), truths.numpy())):
+        for i, (estimate, truth) in enumerate(zip(estimates.cpu().numpy(), truths.cpu().numpy())):
             what = "fill" if i == cfg.horizon else "extrapolate"
             moving = moving_mask(truth, last, motion_threshold)
             pools[what, "decoder"].add(truth, estimate, moving)
@@ -146,15 +149,16 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
 
 
 def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], codebook: Codebook, stride: int,
-                  cfg: DecoderConfig, seed: int, motion_threshold: float) -> tuple[PixelDecoder, dict]:
-    """Train a `PixelDecoder` on `model` (frozen); return it with the best validation weights, and a
-    summary (the best step and its validation metrics). Without validation frames long enough for
+                  cfg: DecoderConfig, seed: int, motion_threshold: float,
+                  device: torch.device = torch.device("cpu")) -> tuple[PixelDecoder, dict]:
+    """Train a `PixelDecoder` on `model` (frozen) on `device`; return it (on the CPU) with the best
+    validation weights, and a summary (the best step and its validation metrics). Without validation frames long enough for
     one clip, the last weights are kept (and the summary says val_clips 0)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model.eval().requires_grad_(False)
-    decoder = PixelDecoder.for_model(cfg, model, codebook, stride)
+    model.eval().requires_grad_(False).to(device)
+    decoder = PixelDecoder.for_model(cfg, model, codebook, stride).to(device)
     crops = DecoderCrops(grids, videos, cfg, codebook.size, stride, seed)
     val = validation_clips(grids, videos, cfg, codebook.size, stride)
     if not val:
@@ -167,7 +171,8 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     for step in bar:
         decoder.train()
         clips = [crops[step * cfg.batch_size + j] for j in range(cfg.batch_size)]
-        codes, frames = torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips])
+        codes = torch.stack([c.codes for c in clips]).to(device)
+        frames = torch.stack([c.frames for c in clips]).to(device)
         loss = decoder_loss(*decoded_examples(model, decoder, codes, frames, cfg.horizon), cfg.gdl_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,4 +189,4 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
                 best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
     if best is not None:
         decoder.load_state_dict(best)
-    return decoder.eval(), {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
+    return decoder.cpu().eval(), {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}

@@ -1,4 +1,4 @@
-"""Training in several processes with torchrun and DistributedDataParallel, and the device choice.
+"""Training in several processes with torchrun and DistributedDataParallel.
 
 `dvc repro` starts the train stage as one plain `python` process. With `train.processes` > 1
 that process starts `torchrun --standalone --nproc_per_node N` on the same script and waits
@@ -24,13 +24,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from videolm.errors import VideoLMError
 from videolm.lifetime import die_with_parent
-
-# cuBLAS needs a fixed workspace to give deterministic matmuls on CUDA >= 10.2 (without it
-# `torch.use_deterministic_algorithms(True)` raises at the first matmul); this is the setting
-# PyTorch's reproducibility notes give.
-CUBLAS_WORKSPACE = ":4096:8"
 
 
 @dataclass(frozen=True)
@@ -94,21 +88,6 @@ def _collective_device() -> torch.device:
 def under_torchrun() -> bool:
     """Whether torchrun started this process (it sets `WORLD_SIZE`, 1 included)."""
     return "WORLD_SIZE" in os.environ
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """`train.device` as a torch device: auto = CUDA when present (this rank's GPU), else the CPU.
-    On CUDA, the deterministic cuBLAS workspace is set before CUDA starts, if it is not set."""
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise VideoLMError("train.device=cuda: no CUDA device is available to torch "
-                           f"({torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA); "
-                           "use train.device=auto or cpu")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    torch.cuda.set_device(device)
-    return device
 
 
 def launch_torchrun(processes: int, script: str, argv: list[str]) -> int:

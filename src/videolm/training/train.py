@@ -47,12 +47,13 @@ from tqdm import tqdm
 from videolm.codes.codebook import Codebook
 from videolm.codes.grids import CodeGrid
 from videolm.config import Params
+from videolm.device import resolve_device
 from videolm.errors import VideoLMError
 from videolm.evaluation.scoring import score_part
 from videolm.model.build import build_model
 from videolm.model.linear_ce import IGNORE, sample_linear
 from videolm.training.crops import CodeGridDataset, CropSampler
-from videolm.training.distributed import Ranks, resolve_device
+from videolm.training.distributed import Ranks
 from videolm.training.schedule import lr_schedule
 from videolm.training.state import TrainState
 
@@ -168,7 +169,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
     validation (`validation`): printed by the stage, never stored, so that outputs stay the same bytes.
     """
     t = params.train
-    device = resolve_device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(params.device, int(os.environ.get("LOCAL_RANK", "0")))
     ranks = Ranks.join(device)
     if t.batch_size % ranks.world:
         raise VideoLMError(f"train.batch_size={t.batch_size} is the global batch, shared equally by the "

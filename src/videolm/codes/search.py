@@ -1,0 +1,102 @@
+"""Nearest-centroid search: the code of every patch, on the CPU or on a GPU, the same codes on both.
+
+`assign_codes` is the search of every stage (k-means, encoding, the codebook's checks).
+
+On the CPU, argmin_j ||x - c_j||^2 = argmin_j (||c_j||^2 - 2 x.c_j): one matrix product per
+chunk of rows into one reused (chunk, k) buffer, then the minimum of each row. `torch.min`
+gives the first index among equal values, as `argmin` does, in a third of argmin's time here
+(benchmarks/RESULTS.md). Peak memory is chunk x k floats, never n x k: a small chunk (512 x
+10,000 floats = 20 MB) is fastest, since a fresh buffer of hundreds of MB costs a page fault
+per 4 KB on every chunk.
+
+On a GPU (`assign_codes_checked`) the same product runs in fp32 (TF32 off), but its sums are
+rounded in another order, so where two centroids are nearly equally near, the GPU and the CPU
+could pick differently. Every distance computed in floating point is within
+
+    delta = (d + 4) u (max ||c||^2 + 2 ||x|| max ||c||)
+
+of the exact one, u = 2^-24 (Higham's bound on a dot product of d terms, whatever the order of
+its sum, with margin for the squared norms and the final addition). Where no other centroid is
+within 4 delta of the GPU's nearest, the CPU picks that one too: its own values are within delta
+of the exact ones. The other rows (near ties) are recomputed on the CPU against their candidates,
+the centroids within 4 delta of the GPU's nearest. The CPU's value of a (row, centroid) pair does
+not depend on which other rows and centroids share its product (tests/test_search.py checks it
+on real patches), so the codes are the CPU's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+CPU_CHUNK = 512  # rows per product on the CPU: 512 x k floats stay near the cache
+DEVICE_CHUNK = 8192  # rows per product on a GPU: enough to keep it busy, 330 MB at k = 10,000
+RECHECK_ROWS = 64  # near-tie rows recomputed on the CPU together, against their candidates' union
+
+
+def assign_codes(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Tensor,
+                 device: torch.device | str = "cpu", chunk: int = CPU_CHUNK) -> np.ndarray:
+    """(n,) int64 index of the nearest centroid (k, d) of each row of `x` (n, d): the CPU's codes,
+    computed on `device` (on a GPU, checked by `assign_codes_checked`)."""
+    if torch.device(device).type != "cpu":
+        return assign_codes_checked(x, centroids, device)
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    c = torch.as_tensor(np.asarray(centroids, np.float32))
+    c_sq = (c * c).sum(1)  # (k,)
+    out = torch.empty(len(x), dtype=torch.int64)
+    buffer = torch.empty(min(chunk, len(x)), len(c))
+    nearest = torch.empty(min(chunk, len(x)))
+    for i in range(0, len(x), chunk):
+        xb = x[i:i + chunk]
+        n = len(xb)
+        distances = torch.addmm(c_sq, xb, c.T, alpha=-2.0, out=buffer[:n])
+        torch.min(distances, 1, out=(nearest[:n], out[i:i + n]))
+    return out.numpy()
+
+
+def assign_codes_checked(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Tensor,
+                         device: torch.device | str, chunk: int = DEVICE_CHUNK,
+                         near: list[int] | None = None) -> np.ndarray:
+    """`assign_codes`' CPU codes, searched on `device` and near ties rechecked on the CPU (the
+    module's docstring). `near`, if given, gets the number of rows rechecked appended."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # the bound is fp32's
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    c = torch.as_tensor(np.asarray(centroids, np.float32))
+    c_fast = c.to(device)
+    c_sq = (c_fast * c_fast).sum(1)
+    c_sq_cpu = (c * c).sum(1)  # the CPU's, as `assign_codes` computes them
+    c_max = float(c.norm(dim=1).max())
+    unit = torch.finfo(torch.float32).eps / 2
+    out = torch.empty(len(x), dtype=torch.int64)
+    rechecked = 0
+    for i in range(0, len(x), chunk):
+        xb = x[i:i + chunk]
+        xf = xb.to(device)
+        distances = torch.addmm(c_sq, xf, c_fast.T, alpha=-2.0)
+        nearest, codes = torch.min(distances, 1)
+        delta = (x.shape[1] + 4) * unit * (c_max ** 2 + 2 * xf.norm(dim=1) * c_max) * 1.01  # 1%: the bound's own rounding
+        candidates = distances <= (nearest + 4 * delta)[:, None]
+        tie = candidates.sum(1) > 1
+        codes = codes.cpu()
+        rows = torch.nonzero(tie)[:, 0]
+        if len(rows):
+            codes[rows.cpu()] = _recheck(xb[rows.cpu()], c, c_sq_cpu, candidates[rows].cpu())
+            rechecked += len(rows)
+        out[i:i + len(xb)] = codes
+    if near is not None:
+        near.append(rechecked)
+    return out.numpy()
+
+
+def _recheck(x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The CPU's nearest centroid of each row of `x`, computed against the union of the
+    candidates (rows x k, bool) of `RECHECK_ROWS` rows at a time: every centroid that can be a
+    row's CPU nearest is among its own candidates, and the union's ascending order keeps the
+    first index among equal values."""
+    out = torch.empty(len(x), dtype=torch.int64)
+    for i in range(0, len(x), RECHECK_ROWS):
+        columns = torch.nonzero(candidates[i:i + RECHECK_ROWS].any(0))[:, 0]
+        distances = torch.addmm(c_sq[columns], x[i:i + RECHECK_ROWS], c[columns].T, alpha=-2.0)
+        out[i:i + RECHECK_ROWS] = columns[distances.argmin(1)]
+    return out
