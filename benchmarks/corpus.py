@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -27,6 +26,8 @@ WIDTH, HEIGHT, FPS = 320, 240, 25  # UCF-101's frame size and rate
 
 def load_sources() -> list[tuple[str, np.ndarray]]:
     """(name, (T, H, W, 3) uint8 RGB frames) of every installed sample video, in order."""
+    import av  # here: the device check (`device_check.py`) uses `camera` on machines without PyAV
+
     sources = []
     for path in find_sample_files():
         with av.open(str(path)) as container:
@@ -86,6 +87,8 @@ def write_clip(path: Path, source: np.ndarray, cam: Camera, n_frames: int) -> No
     - no macroblock-tree rate control (`mbtree=0`): with it, the same frames gave other bytes
       from one encoding to the next within one process, even on one thread (PyAV 18's x264;
       `tests/test_benchmarks.py` makes a corpus twice and compares the bytes)."""
+    import av
+
     n_source, height, width = source.shape[:3]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS, options={"threads": "1", "x264-params": "mbtree=0"})

@@ -17,8 +17,8 @@ What it does, and why this way:
   longer than all the other stages together, and its cost is not the question here. Outputs of
   a previous run of the same stage are removed before each run, so no run pays for removing
   another's.
-- **Data stages with 1 and 2 workers.** `extract_frames` and `encode` (the stages `workers`
-  applies to) run three ways: `workers=2` (two spawned processes, one torch thread each);
+- **Data stages with 1 and 2 workers.** `extract_frames`, `sample_patches` and `encode` (the
+  stages `workers` applies to) run three ways: `workers=2` (two spawned processes, one torch thread each);
   `workers=1` with `OMP_NUM_THREADS=1` (one process, one torch thread: what each worker is, the
   per-process reference for scaling); `workers=1` as shipped (one process, torch's default
   threads). `OMP_NUM_THREADS` binds torch's threads only, not FFmpeg's or OpenCV's (the corpus's
@@ -144,10 +144,11 @@ def drill(args, workspace: Path) -> tuple[dict, list[Row], dict[str, bool]]:
     rows += new
     split = json.loads((metrics / "frames.json").read_text())
     n_patches = n_train(args) + n_train(args) // 10
-    rows.append(Row("sample_patches", "as shipped (no workers)", [run("sample_patches") for _ in range(args.repeats)],
-                    n_patches, "patches/s", disk_bytes(outputs["sample_patches"]),
-                    f"{n_patches:,} patches (training + held-out); reads the {split['train_frames']:,} training "
-                    f"frames twice (std, then patches) and the {split['val_frames']:,} validation frames"))
+    new, same["sample_patches"] = worker_rows(
+        "sample_patches", split["train_frames"] + split["val_frames"], "frames/s",
+        f"{n_patches:,} patches (training + held-out) and the std, in one read of the {split['train_frames']:,} "
+        f"training and {split['val_frames']:,} validation frames")
+    rows += new
     rows.append(Row("fit_codebook", "as shipped (no workers)", [run("fit_codebook") for _ in range(args.repeats)],
                     n_train(args) * args.iterations, "patches/s", disk_bytes(outputs["fit_codebook"]),
                     f"Lloyd, k={args.k:,}, {args.iterations} iterations over {n_train(args):,} patches (patch-centroid "
@@ -226,7 +227,7 @@ def report(args, argv: list[str], corpus: dict, rows: list[Row], same: dict[str,
                      spread([r.rss for r in row.runs]), spread([r.rss_all for r in row.runs]), mib(row.disk), row.note]
                     for row in rows])
     ratios = []
-    for stage in ("extract_frames", "encode"):
+    for stage in ("extract_frames", "sample_patches", "encode"):
         by = {row.setting: rate(row) for row in rows if row.stage == stage}
         one, default = by["2 workers"] / by["1 worker, 1 thread"], by["2 workers"] / by["1 worker, default threads"]
         verdict = lambda ratio: "met" if ratio >= 1.7 else "**missed**"

@@ -98,14 +98,14 @@ def test_drill_runs_at_a_tiny_size(tmp_path):
     assert "## Scale drill: 6 clips of 320x240, 1 s, k=64" in text
     assert "`python benchmarks/drill.py --clips 6 --seconds 1 --k 64 --steps 2 --out " in text
     assert "Corpus: 6 h264 clips of 320x240 at 25 fps, 25 frames each (150 frames" in text
-    for stage in ("extract_frames", "encode"):
+    for stage in ("extract_frames", "sample_patches", "encode"):
         for setting in ("2 workers", "1 worker, 1 thread", "1 worker, default threads"):
             assert f"| {stage} | {setting} |" in text
         assert text.count(f"| {stage} | ") == 4  # three settings and the ratios' row
-    assert "| sample_patches | as shipped (no workers) |" in text and "704 patches" in text
+    assert "704 patches (training + held-out) and the std, in one read" in text
     assert "| fit_codebook | as shipped (no workers) |" in text and "Lloyd, k=64, 10 iterations over 640" in text
     assert "| train | as shipped (torch's default threads) |" in text and "16,384 positions" in text
     for unit in ("frames/s", "patches/s", "positions/s"):
         assert unit in text
-    assert text.count("| yes |") == 2  # each data stage's outputs: the same bytes in every setting
+    assert text.count("| yes |") == 3  # each data stage's outputs: the same bytes in every setting
     assert "CPU:" in text and "load average" in text

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import OverrideParseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from videolm.errors import VideoLMError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 FLOAT32_MAX = 3.4e38  # the optimizer keeps lr and weight decay in float32: larger values cannot be used
 
@@ -353,6 +353,11 @@ def load_params(root: str | Path = ".", overrides: list[str] | None = None) -> P
 
 
 def _parse_overrides(texts: list[str]) -> list[Override]:
+    # Hydra is imported here, when there are overrides to read: the schema alone needs no Hydra
+    # (benchmarks/device_check.py runs on machines without it).
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
     parser = OverridesParser.create()
     parsed = []
     for text in texts:
