@@ -276,8 +276,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.ddp_probe:
         return ddp_probe(args.ddp_probe)
-    started = os.getloadavg()
+    started, threads = os.getloadavg(), torch.get_num_threads()
     facts, rows = run_check(args.device, args.smallest)
+    torch.set_num_threads(threads)  # the machine's facts give torch's default (evaluate sets eval.threads)
     key = "cuda" if facts["device"].startswith("cuda") else "cpu"
     write_section(args.out, key, report(facts, rows, started))
     print(f"device check: {args.out} ({key} section)")

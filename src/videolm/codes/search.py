@@ -4,10 +4,10 @@
 
 On the CPU, argmin_j ||x - c_j||^2 = argmin_j (||c_j||^2 - 2 x.c_j): one matrix product per
 chunk of rows into one reused (chunk, k) buffer, then the minimum of each row. `torch.min`
-gives the first index among equal values, as `argmin` does, in a third of argmin's time here
-(benchmarks/RESULTS.md). Peak memory is chunk x k floats, never n x k: a small chunk (512 x
-10,000 floats = 20 MB) is fastest, since a fresh buffer of hundreds of MB costs a page fault
-per 4 KB on every chunk.
+gives the first index among equal values, as `argmin` does, in a third of argmin's time
+(docs/benchmarks.md). Peak memory is chunk x k floats, never n x k: about 4M floats (16 MB) a
+chunk was fastest from k = 256 to 10,000 (419 rows at k = 10,000, 4,096 at k = 1,024), where
+a buffer of hundreds of MB costs a page fault per 4 KB on every chunk.
 
 On a GPU (`assign_codes_checked`) the same product runs in fp32 (TF32 off), but its sums are
 rounded in another order, so where two centroids are nearly equally near, the GPU and the CPU
@@ -29,19 +29,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CPU_CHUNK = 512  # rows per product on the CPU: 512 x k floats stay near the cache
+CPU_BUFFER = 2**22  # floats of the CPU's (chunk, k) buffer: its rows are CPU_BUFFER // k (at least 256)
 DEVICE_CHUNK = 8192  # rows per product on a GPU: enough to keep it busy, 330 MB at k = 10,000
 RECHECK_ROWS = 64  # near-tie rows recomputed on the CPU together, against their candidates' union
 
 
 def assign_codes(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Tensor,
-                 device: torch.device | str = "cpu", chunk: int = CPU_CHUNK) -> np.ndarray:
+                 device: torch.device | str = "cpu", chunk: int = 0) -> np.ndarray:
     """(n,) int64 index of the nearest centroid (k, d) of each row of `x` (n, d): the CPU's codes,
-    computed on `device` (on a GPU, checked by `assign_codes_checked`)."""
+    computed on `device` (on a GPU, checked by `assign_codes_checked`); `chunk` rows a product
+    (0: CPU_BUFFER // k). The codes do not depend on `chunk`."""
     if torch.device(device).type != "cpu":
         return assign_codes_checked(x, centroids, device)
     x = torch.as_tensor(np.asarray(x, np.float32))
     c = torch.as_tensor(np.asarray(centroids, np.float32))
+    chunk = chunk or max(256, CPU_BUFFER // len(c))
     c_sq = (c * c).sum(1)  # (k,)
     out = torch.empty(len(x), dtype=torch.int64)
     buffer = torch.empty(min(chunk, len(x)), len(c))
