@@ -20,6 +20,7 @@ from videolm.model.pixel_decoder import (
     gradient_difference_loss,
     load_decoder,
 )
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.training.decoder import DecoderCrops, decoded_examples, decoder_loss, train_decoder
 
 SIZE = 4  # the tiny codebook's patch side
@@ -34,16 +35,42 @@ def test_expected_frame_of_a_certain_distribution_is_the_codebook_decoding(codeb
                                rtol=1e-5, atol=1e-3)
 
 
-def test_an_untrained_decoder_copies_the_last_frame_and_averages_the_neighbours(codebook):
+@pytest.mark.parametrize("motion", ["none", "frames"])
+def test_an_untrained_decoder_copies_the_last_frame_and_averages_the_neighbours(codebook, motion):
     model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion=motion), model, codebook, SIZE)
     grid = moving_grid().codes[:3].astype(np.int64)
     logits, _, state = model(torch.from_numpy(grid)[None])
     rng = np.random.default_rng(1)
-    before, after = rng.uniform(0, 255, (2, 6 * SIZE, 8 * SIZE))
-    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, ahead=3), before, atol=1e-4)
-    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, after), (before + after) / 2,
-                               atol=1e-4)
+    earlier, before, after, flowed = rng.uniform(0, 255, (4, 6 * SIZE, 8 * SIZE))
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, ahead=3, earlier=earlier,
+                                                 flowed=flowed), before, atol=1e-4)
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier,
+                                                 flowed=flowed), (before + after) / 2, atol=1e-4)
+
+
+def test_an_untrained_flow_decoder_extrapolates_the_flow_and_fills_the_mean(codebook):
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE)
+    logits, _, state = model(torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None])
+    earlier, before, after, flowed = np.random.default_rng(2).uniform(0, 255, (4, 6 * SIZE, 8 * SIZE))
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, earlier=earlier,
+                                                 flowed=flowed), flowed, atol=1e-4)
+    np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier,
+                                                 flowed=flowed), (before + after) / 2, atol=1e-4)
+
+
+def test_the_loss_weighs_moving_pixels():
+    cfg = DecoderConfig(motion_weight=4.0, gdl_weight=0.0)
+    last, truth = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    truth[0, 0, 0] = 100  # one moving pixel of 16
+    wrong_moving, wrong_still = truth.clone(), truth.clone()
+    wrong_moving[0, 0, 0] = 0
+    wrong_still[0, 3, 3] = 100
+    moving, still = (decoder_loss(e, truth, last, cfg, 10.0).item() for e in (wrong_moving, wrong_still))
+    assert moving == pytest.approx(5 * 100 / (15 + 5) / 255) and still == pytest.approx(100 / 20 / 255)
+    plain = DecoderConfig(motion_weight=0.0, gdl_weight=0.0)
+    assert decoder_loss(wrong_moving, truth, last, plain, 10.0).item() == pytest.approx(100 / 16 / 255)
 
 
 def test_gradient_difference_loss():
@@ -62,7 +89,8 @@ def frames_files(tmp_path, codebook, grids):
     return videos
 
 
-CFG = DecoderConfig(width=8, steps=30, batch_size=4, crop=4, context=2, horizon=2, lr=3e-3, val_every=10)
+CFG = DecoderConfig(width=8, steps=30, batch_size=4, crop=4, context=2, horizon=2, lr=3e-3, val_every=10,
+                    motion="frames")
 
 
 def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
@@ -71,18 +99,39 @@ def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
     model = tiny_model(codebook)
     crops = DecoderCrops(grids, videos, CFG, SIZE, SIZE, seed=0)
     clip = crops[0]
-    assert clip.codes.shape == (2, 4, 4) and clip.frames.shape == (1 + 2, 16, 16)
+    assert clip.codes.shape == (2, 4, 4) and clip.frames.shape == (2 + 2, 16, 16) and clip.flowed is None
     decoder, summary = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
     assert 10 <= summary["best_step"] <= 30 and summary["val_clips"] >= 1
+    assert summary["val_extrapolate_beats_baseline"] is True  # it moves the texture: better than copying
     batch = [crops[i] for i in range(100, 108)]  # crops the training never drew
     codes, frames = torch.stack([c.codes for c in batch]), torch.stack([c.frames for c in batch])
     untrained = PixelDecoder.for_model(CFG, model, codebook, SIZE)
     with torch.no_grad():
-        before = decoder_loss(*decoded_examples(model, untrained, codes, frames, CFG.horizon), CFG.gdl_weight)
-        after = decoder_loss(*decoded_examples(model, decoder, codes, frames, CFG.horizon), CFG.gdl_weight)
+        before = decoder_loss(*decoded_examples(model, untrained, codes, frames, None, CFG.horizon), CFG, 10)
+        after = decoder_loss(*decoded_examples(model, decoder, codes, frames, None, CFG.horizon), CFG, 10)
     assert after < 0.9 * before  # the texture moves one cell per frame: a decoder that reads the model learns it
     again, _ = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
     assert all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), again.state_dict().values()))
+
+
+def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
+    grids = [moving_grid(0, "a")]
+    videos = frames_files(tmp_path, codebook, grids)
+    cfg = CFG.model_copy(update={"motion": "flow"})
+    clip = DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[3]
+    frames = clip.frames.numpy()
+    assert clip.flowed.shape == (cfg.horizon + 1, 16, 16)
+    np.testing.assert_allclose(clip.flowed[:cfg.horizon].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    np.testing.assert_allclose(clip.flowed[cfg.horizon].numpy(), interpolate_flow(frames[1], frames[3]))
+
+
+def test_a_decoder_that_only_copies_is_reported(tmp_path, codebook, caplog):
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    videos = frames_files(tmp_path, codebook, grids)
+    cfg = CFG.model_copy(update={"steps": 2, "val_every": 2, "lr": 1e-9, "motion": "none"})  # stays the copy
+    _, summary = train_decoder(tiny_model(codebook), grids, videos, codebook, SIZE, cfg, seed=0, motion_threshold=10)
+    assert summary["val_extrapolate_beats_baseline"] is False
+    assert "no better than copying the last frame" in caplog.text
 
 
 def test_a_decoder_is_used_only_with_its_model_codebook_and_stride(tmp_path, codebook):

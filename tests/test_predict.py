@@ -200,7 +200,7 @@ def test_the_workspace_decoder_makes_the_pictures(tmp_path, codebook):
     untrained one copies the frame before, so it scores exactly as copy-last does."""
     workspace = write_workspace(tmp_path / "ws", codebook)
     model = load_model(workspace / "models/model.pt", codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, PATCH)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="frames"), model, codebook, PATCH)
     DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
                       PATCH).save(workspace / "models/decoder.pt")
     video = square_video(tmp_path / "square.mp4")

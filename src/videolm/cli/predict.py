@@ -40,6 +40,7 @@ from videolm.data.video import decode_usable, video_fps
 from videolm.device import resolve_device
 from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import Baselines, fit_baselines
+from videolm.evaluation.flow import extrapolate_flow
 from videolm.evaluation.pictures import (
     prediction_animation,
     prediction_panels,
@@ -91,7 +92,10 @@ def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codeb
         estimates = {"model": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
                      "copy_last": previous}
         if decoder is not None:
-            estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous)
+            earlier = frames[max(t - 2, 0), :h, :w].astype(np.float64)
+            flowed = extrapolate_flow(earlier, previous, 1)[0] if t >= 2 else previous
+            estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous, earlier=earlier,
+                                                          flowed=flowed)
         moving = moving_mask(truth, previous, motion_threshold)
         for method, estimate in estimates.items():
             pools[method].add(truth, estimate, moving)

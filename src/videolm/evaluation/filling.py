@@ -106,7 +106,9 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
         estimates = {"model": decoded[0], "model_forward": decoded[1], "average": (before + after) / 2,
                      "flow": interpolate_flow(before, after), "codebook": decoded[2]}
         if decoder is not None:
-            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after)
+            earlier = truth[-4] if len(truth) >= 4 else before
+            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier,
+                                                          flowed=estimates["flow"])
         moving = moving_mask(target, before, motion_threshold)
         for method in methods:
             pools[method].add(target, estimates[method], moving)

@@ -123,19 +123,22 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
         shape = covered_shape(*codes.shape[1:], codebook.size, stride)
         truth = clip_frames(read_frames, clip, clip.t0 + horizon, shape)
         last = truth[context - 1]
+        earlier = truth[context - 2] if context >= 2 else last
+        copy = np.repeat(last[None], horizon, 0)
+        # with one context frame there is no motion to extrapolate: flow = copy_last
+        flow = extrapolate_flow(earlier, last, horizon) if context >= 2 else copy
         decode = None if decoder is None else (
-            lambda logits, state, ahead: decode_prediction(decoder, logits, state, last, ahead=ahead))
+            lambda logits, state, ahead: decode_prediction(decoder, logits, state, last, ahead=ahead, earlier=earlier,
+                                                           flowed=flow[ahead - 1]))
         generated, entropy, pixels = rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i,
                                              decode)
-        copy = np.repeat(last[None], horizon, 0)
         last_codes = codebook.decode(codes[clip.t0 - 1][None].astype(np.int64), stride)
         predictions = {
             "model": codebook.decode(generated, stride),
             "model_pixels": pixels,
             "copy_last": copy,
             "copy_last_codes": np.repeat(last_codes, horizon, 0),
-            # with one context frame there is no motion to extrapolate: flow = copy_last
-            "flow": extrapolate_flow(truth[context - 2], last, horizon) if context >= 2 else copy,
+            "flow": flow,
             "codebook": codebook.decode(codes[clip.t0:clip.t0 + horizon].astype(np.int64), stride),
         }
         predictions = {m: predictions[m] for m in methods}

@@ -10,14 +10,20 @@ decoder sees what the model knows and what the codebook forgot:
 - the model's recurrent state (its features at every cell),
 - the real frames on either side of the one predicted: for extrapolation both are the last
   real frame, for filling the frames before and after the gap,
-- how many frames ahead of the `before` frame the prediction is, and whether `after` is real.
+- how many frames ahead of the `before` frame the prediction is, and whether `after` is real,
+- the entropy of the predicted distribution at each cell (where the model expects change),
+- and the real frames' own motion, by `decoder.motion`: `frames` adds the real frame before
+  `before` (two real frames: a warp can be learned), `flow` adds that and the optical-flow
+  estimate of the frame (Farneback's, extrapolated or interpolated: `evaluation/flow.py`);
+  `none` gives it neither.
 
-- the entropy of the predicted distribution at each cell (where the model expects change).
-
-With `base` the mean of the two real frames, it predicts per pixel a blend weight g and a
-correction c: frame = base + g * (expected - base) + c. Both start at zero, so that, untrained,
-the decoder is the copy of the last frame (or the average of the two neighbours); the blend
-makes the obvious first step, leaning on the model where it expects motion, one product away.
+It predicts per pixel three blend weights and a correction: frame = base + g1 (expected - base)
++ g2 (before - base) + g3 (flowed - base) + c, where base is the flow estimate when extrapolating
+with `flow`, else the mean of the two real frames (the copy of the last one when extrapolating,
+the neighbours' mean when filling, which beats flow interpolation on the default data). All
+four start at zero, so that, untrained, the decoder is that base; the blends make the obvious
+first steps, leaning on the model where it expects change, on the last frame where the flow
+goes wrong, or on the flow where it goes right, one product away.
 It works at the code grid's resolution: every cell's stride x stride pixels are channels
 (pixel unshuffle), mixed with their neighbours' by 3x3 convolutions.
 
@@ -63,11 +69,12 @@ class PixelDecoder(nn.Module):
         self.cfg, self.size, self.stride = cfg, size, stride
         self.register_buffer("gray_patches", gray_patches.float())
         cells = stride * stride  # pixels per cell
+        frames = 3 + {"none": 0, "frames": 1, "flow": 2}[cfg.motion]
         self.body = nn.Sequential(
-            nn.Conv2d(3 * cells + hidden + 3, cfg.width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(frames * cells + hidden + 3, cfg.width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(cfg.width, cfg.width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(cfg.width, 2 * cells, 1))  # blend weights and corrections
-        nn.init.zeros_(self.body[-1].weight)  # starts as the mean of the real frames
+            nn.Conv2d(cfg.width, 4 * cells, 1))  # three blend weights and a correction
+        nn.init.zeros_(self.body[-1].weight)  # starts as its base: the flow estimate, or the real frames' mean
         nn.init.zeros_(self.body[-1].bias)
 
     @classmethod
@@ -83,27 +90,33 @@ class PixelDecoder(nn.Module):
         return expected_frame(probs, self.gray_patches, self.size, self.stride), entropy
 
     def forward(self, expected: torch.Tensor, entropy: torch.Tensor, state: torch.Tensor, before: torch.Tensor,
-                after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor) -> torch.Tensor:
+                after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor, earlier: torch.Tensor,
+                flowed: torch.Tensor) -> torch.Tensor:
         """Gray frames (B, H', W'), H' = (H-1)s+p, from:
 
         expected (B, H', W'), entropy (B, H, W): `self.summarize` of the model's predicted code
         distribution of the frame;
         state (B, C, H, W): the recurrent state it was predicted from;
         before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
-        ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real.
+        ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real;
+        earlier (B, H', W'): the real frame before `before`; flowed (B, H', W'): the optical-flow
+        estimate of the frame (read with `decoder.motion` = frames and flow, and flow alone).
         The cells' stride x stride blocks (the top-left (H*s, W*s) pixels) are predicted; pixels beyond
-        them (only when patches overlap) keep the mean of the real frames.
+        them (only when patches overlap) keep the base.
         """
         b, _, h, w = state.shape
         s = self.stride
-        base = (before + after) / 2
-        frames = torch.stack([expected, before, after], 1)  # (B, 3, H', W')
-        frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, 3*s*s, H, W)
+        mean = (before + after) / 2
+        base = torch.where(filling[:, None, None] > 0, mean, flowed) if self.cfg.motion == "flow" else mean
+        frames = [expected, before, after] + {"none": [], "frames": [earlier], "flow": [earlier, flowed]}[self.cfg.motion]
+        frames = torch.stack(frames, 1)  # (B, 3..5, H', W')
+        frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, n*s*s, H, W)
         flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
-        x = torch.cat([frames, state, entropy[:, None], flags], 1)  # (B, 3*s*s + C + 3, H, W)
-        blend, correction = F.pixel_shuffle(self.body(x), s).unbind(1)  # (B, H*s, W*s) each
-        inner = base[:, :h * s, :w * s]
-        inner = inner + blend * (expected[:, :h * s, :w * s] - inner) + correction * GRAY_SCALE
+        x = torch.cat([frames, state, entropy[:, None], flags], 1)  # (B, n*s*s + C + 3, H, W)
+        to_expected, to_before, to_flowed, correction = F.pixel_shuffle(self.body(x), s).unbind(1)  # (B, H*s, W*s)
+        inner, crop = base[:, :h * s, :w * s], (slice(None), slice(None, h * s), slice(None, w * s))
+        inner = (inner + to_expected * (expected[crop] - inner) + to_before * (before[crop] - inner)
+                 + to_flowed * (flowed[crop] - inner) + correction * GRAY_SCALE)
         return torch.cat([torch.cat([inner, base[:, :h * s, w * s:]], 2), base[:, h * s:]], 1)
 
 
@@ -118,16 +131,24 @@ def gradient_difference_loss(truth: torch.Tensor, estimate: torch.Tensor) -> tor
 
 @torch.no_grad()
 def decode_prediction(decoder: PixelDecoder, logits: torch.Tensor, state: torch.Tensor, before: np.ndarray,
-                      after: np.ndarray | None = None, ahead: int = 1) -> np.ndarray:
+                      after: np.ndarray | None = None, ahead: int = 1, earlier: np.ndarray | None = None,
+                      flowed: np.ndarray | None = None) -> np.ndarray:
     """One predicted frame (H', W') float64 from the model's `logits` (1, H, W, k) and `state`
     (1, C, H, W): extrapolated `ahead` frames after the real frame `before` (H', W'), or, given the
-    real frame `after` it, the frame between them."""
+    real frame `after` it, the frame between them. `earlier` is the real frame before `before`
+    (default: `before`), `flowed` the optical-flow estimate of the frame (default: the copy of
+    `before`, or the neighbours' mean when filling)."""
     decoder.eval()
     device = decoder.gray_patches.device
+    filling = float(after is not None)
+    after = before if after is None else after
+    earlier = before if earlier is None else earlier
+    flowed = (np.asarray(before, np.float64) + after) / 2 if flowed is None else flowed
     expected, entropy = decoder.summarize(torch.softmax(logits.float(), -1))
-    frame = decoder(expected, entropy, state, _batch_of_one(before, device),
-                    _batch_of_one(before if after is None else after, device),
-                    torch.tensor([float(ahead)], device=device), torch.tensor([float(after is not None)], device=device))
+    frame = decoder(expected, entropy, state, *(_batch_of_one(f, device) for f in (before, after)),
+                    torch.tensor([float(ahead)], device=device),
+                    torch.tensor([filling], device=device),
+                    *(_batch_of_one(f, device) for f in (earlier, flowed)))
     return frame[0].double().cpu().numpy()
 
 

