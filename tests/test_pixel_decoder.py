@@ -12,6 +12,7 @@ from videolm.codes.codebook import Codebook
 from videolm.config import DecoderConfig
 from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.model.pixel_decoder import (
     PixelDecoder,
@@ -20,7 +21,6 @@ from videolm.model.pixel_decoder import (
     gradient_difference_loss,
     load_decoder,
 )
-from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.training.decoder import DecoderCrops, decoded_examples, decoder_loss, train_decoder
 
 SIZE = 4  # the tiny codebook's patch side

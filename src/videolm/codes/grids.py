@@ -138,7 +138,8 @@ def create_codes_file(path: str | Path, shape: tuple[int, int, int], codebook: C
                         "patch_size": codebook.size, "stride": stride, "codebook": codebook.digest})
 
 
-def encode_frames(frames: np.ndarray, codebook: Codebook, stride: int, device: torch.device | str = "cpu") -> np.ndarray:
+def encode_frames(frames: np.ndarray, codebook: Codebook, stride: int,
+                  device: torch.device | str = "cpu") -> np.ndarray:
     """(n, H, W) gray frames -> (n, rows, cols) uint16 codes: the nearest centroid of each patch
     `stride` pixels apart (the remainder of the frame is cropped), searched on `device`."""
     patches = extract_patches(frames, codebook.size, stride)  # (n, rows, cols, size*size)

@@ -77,7 +77,8 @@ def assign_codes_checked(x: np.ndarray | torch.Tensor, centroids: np.ndarray | t
         xf = xb.to(device)
         distances = torch.addmm(c_sq, xf, c_fast.T, alpha=-2.0)
         nearest, codes = torch.min(distances, 1)
-        delta = (x.shape[1] + 4) * unit * (c_max ** 2 + 2 * xf.norm(dim=1) * c_max) * 1.01  # 1%: the bound's own rounding
+        # 1.01: margin for the rounding of the bound itself
+        delta = (x.shape[1] + 4) * unit * (c_max ** 2 + 2 * xf.norm(dim=1) * c_max) * 1.01
         candidates = distances <= (nearest + 4 * delta)[:, None]
         tie = candidates.sum(1) > 1
         codes = codes.cpu()

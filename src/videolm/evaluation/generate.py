@@ -49,7 +49,8 @@ def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float
     last = logits[:, -1]  # (B, H, W, k): prediction of the first generated grid
     for step in range(horizon):
         if temperature > 0:
-            probs = torch.softmax(last.float() / temperature, -1).cpu()  # drawn on the CPU: the same draws on any device
+            # drawn on the CPU: the same draws on any device
+            probs = torch.softmax(last.float() / temperature, -1).cpu()
             codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
             codes = codes.reshape(probs.shape[:-1]).to(last.device)
         else:

@@ -108,7 +108,8 @@ class PixelDecoder(nn.Module):
         s = self.stride
         mean = (before + after) / 2
         base = torch.where(filling[:, None, None] > 0, mean, flowed) if self.cfg.motion == "flow" else mean
-        frames = [expected, before, after] + {"none": [], "frames": [earlier], "flow": [earlier, flowed]}[self.cfg.motion]
+        motion = {"none": [], "frames": [earlier], "flow": [earlier, flowed]}[self.cfg.motion]
+        frames = [expected, before, after, *motion]
         frames = torch.stack(frames, 1)  # (B, 3..5, H', W')
         frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, n*s*s, H, W)
         flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
