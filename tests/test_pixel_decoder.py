@@ -12,7 +12,7 @@ from videolm.codes.codebook import Codebook
 from videolm.config import DecoderConfig
 from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.model.pixel_decoder import (
     PixelDecoder,
@@ -120,8 +120,9 @@ def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
     cfg = CFG.model_copy(update={"motion": "flow"})
     clip = DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[3]
     frames = clip.frames.numpy()
-    assert clip.flowed.shape == (cfg.horizon, 16, 16)
-    np.testing.assert_allclose(clip.flowed.numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    assert clip.flowed.shape == (cfg.horizon + 1, 16, 16)
+    np.testing.assert_allclose(clip.flowed[:cfg.horizon].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    np.testing.assert_allclose(clip.flowed[cfg.horizon].numpy(), interpolate_flow(frames[1], frames[3]))
 
 
 def test_a_decoder_that_only_copies_is_reported(tmp_path, codebook, caplog):
@@ -148,16 +149,3 @@ def test_a_decoder_is_used_only_with_its_model_codebook_and_stride(tmp_path, cod
         load_decoder(path, model, codebook, 2)
     with pytest.raises(VideoLMError, match="no pixel decoder"):
         load_decoder(tmp_path / "missing.pt", model, codebook, SIZE)
-
-
-def test_filling_reads_no_flow(codebook):
-    model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE)
-    torch.nn.init.normal_(decoder.body[-1].weight, std=0.1)  # a decoder that reads its inputs
-    logits, _, state = model(torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None])
-    earlier, before, after, flow_a, flow_b = np.random.default_rng(3).uniform(0, 255, (5, 6 * SIZE, 8 * SIZE))
-    fill = [decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier, flowed=f)
-            for f in (flow_a, flow_b)]
-    np.testing.assert_array_equal(fill[0], fill[1])
-    ahead = [decode_prediction(decoder, logits[:, -1], state, before, earlier=earlier, flowed=f) for f in (flow_a, flow_b)]
-    assert not np.allclose(ahead[0], ahead[1])  # extrapolating, it does read the flow

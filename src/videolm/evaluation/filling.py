@@ -107,7 +107,8 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
                      "flow": interpolate_flow(before, after), "codebook": decoded[2]}
         if decoder is not None:
             earlier = truth[-4] if len(truth) >= 4 else before
-            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier)
+            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier,
+                                                          flowed=estimates["flow"])
         moving = moving_mask(target, before, motion_threshold)
         for method in methods:
             pools[method].add(target, estimates[method], moving)

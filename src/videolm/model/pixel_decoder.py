@@ -15,9 +15,7 @@ decoder sees what the model knows and what the codebook forgot:
 - and the real frames' own motion, by `decoder.motion`: `frames` adds the real frame before
   `before` (two real frames: a warp can be learned), `flow` adds that and the optical-flow
   estimate of the frame (Farneback's, extrapolated or interpolated: `evaluation/flow.py`);
-  `none` gives it neither. Filling reads no flow (its flow input is the neighbours' mean): on
-  the default data flow interpolation is below that mean on moving pixels, and a decoder that
-  read it filled worse than the mean (docs/results.md, the ablation).
+  `none` gives it neither.
 
 It predicts per pixel three blend weights and a correction: frame = base + g1 (expected - base)
 + g2 (before - base) + g3 (flowed - base) + c, where base is the flow estimate when extrapolating
@@ -101,16 +99,15 @@ class PixelDecoder(nn.Module):
         state (B, C, H, W): the recurrent state it was predicted from;
         before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
         ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real;
-        earlier (B, H', W'): the real frame before `before` (read with `decoder.motion` = frames and
-        flow); flowed (B, H', W'): the optical-flow estimate of an extrapolated frame (flow alone).
+        earlier (B, H', W'): the real frame before `before`; flowed (B, H', W'): the optical-flow
+        estimate of the frame (read with `decoder.motion` = frames and flow, and flow alone).
         The cells' stride x stride blocks (the top-left (H*s, W*s) pixels) are predicted; pixels beyond
         them (only when patches overlap) keep the base.
         """
         b, _, h, w = state.shape
         s = self.stride
         mean = (before + after) / 2
-        flowed = torch.where(filling[:, None, None] > 0, mean, flowed)  # filling reads no flow
-        base = flowed if self.cfg.motion == "flow" else mean
+        base = torch.where(filling[:, None, None] > 0, mean, flowed) if self.cfg.motion == "flow" else mean
         motion = {"none": [], "frames": [earlier], "flow": [earlier, flowed]}[self.cfg.motion]
         frames = [expected, before, after, *motion]
         frames = torch.stack(frames, 1)  # (B, 3..5, H', W')

@@ -6,7 +6,7 @@ its argmax codes (what `evaluate` does), and at every step the decoder turns the
 distribution and state, with the last real frame, into pixels, scored against the true
 frames. The first step is also used for filling: the same prediction with the real frame after
 it as `after`. With `decoder.motion=flow` each example also carries the optical-flow estimates
-of its extrapolated frames (Farneback on the crop's two last real frames).
+(Farneback on the crop's real frames: extrapolated at every step, interpolated for filling).
 Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
 the background is not the easy optimum), + `gdl_weight` x gradient difference (in gray / 255).
 
@@ -33,7 +33,7 @@ from videolm.codes.grids import CodeGrid
 from videolm.config import DecoderConfig
 from videolm.data.frames import VideoFrames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
 from videolm.evaluation.generate import rollout_steps
 from videolm.image_metrics import Pool, as_db, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, gradient_difference_loss
@@ -49,7 +49,8 @@ BEATS_BY_DB = 0.01  # a decoder within this of a baseline's PSNR is no better th
 class DecoderClip:
     """Codes (context, H, W) before a prediction; the true frames (2 + span, H', W'): the two last
     real frames, then the `span` frames after them; and, with `decoder.motion=flow`, the flow
-    estimates (horizon, H', W') of the `horizon` frames after them (else None)."""
+    estimates (horizon + 1, H', W') of the `horizon` frames after them, then of the first one
+    filled (else None)."""
 
     codes: torch.Tensor
     frames: torch.Tensor
@@ -96,7 +97,8 @@ def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size
         frames = np.concatenate([frames[:1], frames])
     flowed = None
     if cfg.motion == "flow":
-        flowed = torch.from_numpy(extrapolate_flow(frames[0], frames[1], cfg.horizon))
+        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon),
+                                                  interpolate_flow(frames[1], frames[3])[None]]))
     return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed)
 
 
@@ -105,7 +107,7 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
     """(estimates, truths, lasts), each (B * (horizon + 1), H', W'): the decoder's frames for the
     `horizon` rolled-out predictions after `codes` (B, context, H, W), then for filling the first
     one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
-    `flowed` (B, horizon, H', W') are the extrapolated frames' flow estimates (None: not read)."""
+    `flowed` (B, horizon + 1, H', W') are the flow estimates (None: not read)."""
     inputs = []  # per step ahead: (expected, entropy, state)
     with torch.no_grad():
         for logits, state, _ in rollout_steps(model, codes, horizon):
@@ -119,8 +121,8 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
                        torch.ones(b, device=device)])
     filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
     truth = torch.cat([frames[:, 2:horizon + 2].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 2]])
-    mean = (before + after) / 2  # where no flow is read: the filled frames, and every frame without flow
-    flowed = mean if flowed is None else torch.cat([flowed.transpose(0, 1).reshape(-1, *last.shape[1:]), mean[-b:]])
+    flowed = (before + after) / 2 if flowed is None else torch.cat(
+        [flowed[:, :horizon].transpose(0, 1).reshape(-1, *last.shape[1:]), flowed[:, horizon]])
     estimates = decoder(expected, entropy, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
                         flowed)
     return estimates, truth, before
