@@ -31,7 +31,8 @@ def main(params) -> str:
     DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
                       params.patches.stride).save(params.paths.decoder)
     write_json(metrics_path, summary, "train_decoder")
-    return f"{params.decoder.steps} steps; best step {summary['best_step']}, val loss {summary['val_loss']:.4f}"
+    return (f"{params.decoder.steps} steps; kept: extrapolation from step {summary['best_step_extrapolate']}, "
+            f"filling from step {summary['best_step_fill']}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from videolm.codes.codebook import Codebook
 from videolm.config import DecoderConfig
 from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
+from videolm.evaluation.flow import extrapolate_flow
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.model.pixel_decoder import (
     PixelDecoder,
@@ -21,7 +21,7 @@ from videolm.model.pixel_decoder import (
     gradient_difference_loss,
     load_decoder,
 )
-from videolm.training.decoder import DecoderCrops, decoded_examples, decoder_loss, train_decoder
+from videolm.training.decoder import Best, DecoderCrops, decoded_examples, decoder_loss, train_decoder
 
 SIZE = 4  # the tiny codebook's patch side
 
@@ -101,7 +101,8 @@ def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
     clip = crops[0]
     assert clip.codes.shape == (2, 4, 4) and clip.frames.shape == (2 + 2, 16, 16) and clip.flowed is None
     decoder, summary = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
-    assert 10 <= summary["best_step"] <= 30 and summary["val_clips"] >= 1
+    assert 10 <= summary["best_step_extrapolate"] <= 30 and 10 <= summary["best_step_fill"] <= 30
+    assert summary["val_clips"] >= 1
     assert summary["val_extrapolate_beats_baseline"] is True  # it moves the texture: better than copying
     batch = [crops[i] for i in range(100, 108)]  # crops the training never drew
     codes, frames = torch.stack([c.codes for c in batch]), torch.stack([c.frames for c in batch])
@@ -120,9 +121,8 @@ def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
     cfg = CFG.model_copy(update={"motion": "flow"})
     clip = DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[3]
     frames = clip.frames.numpy()
-    assert clip.flowed.shape == (cfg.horizon + 1, 16, 16)
-    np.testing.assert_allclose(clip.flowed[:cfg.horizon].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
-    np.testing.assert_allclose(clip.flowed[cfg.horizon].numpy(), interpolate_flow(frames[1], frames[3]))
+    assert clip.flowed.shape == (cfg.horizon, 16, 16)
+    np.testing.assert_allclose(clip.flowed.numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
 
 
 def test_a_decoder_that_only_copies_is_reported(tmp_path, codebook, caplog):
@@ -149,3 +149,36 @@ def test_a_decoder_is_used_only_with_its_model_codebook_and_stride(tmp_path, cod
         load_decoder(path, model, codebook, 2)
     with pytest.raises(VideoLMError, match="no pixel decoder"):
         load_decoder(tmp_path / "missing.pt", model, codebook, SIZE)
+
+
+def test_filling_reads_no_flow(codebook):
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE)
+    for body in (decoder.body, decoder.fill_body):
+        torch.nn.init.normal_(body[-1].weight, std=0.1)  # a decoder that reads its inputs
+    logits, _, state = model(torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None])
+    earlier, before, after, flow_a, flow_b = np.random.default_rng(3).uniform(0, 255, (5, 6 * SIZE, 8 * SIZE))
+    fill = [decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier, flowed=f)
+            for f in (flow_a, flow_b)]
+    np.testing.assert_array_equal(fill[0], fill[1])
+    ahead = [decode_prediction(decoder, logits[:, -1], state, before, earlier=earlier, flowed=f)
+             for f in (flow_a, flow_b)]
+    assert not np.allclose(ahead[0], ahead[1])  # extrapolating, it does read the flow
+
+
+def test_each_task_keeps_the_weights_of_its_own_best_step():
+    body = torch.nn.Linear(1, 1)
+    metrics = lambda ahead, fill, loss: {"val_extrapolate_psnr_moving_decoder": ahead,
+                                         "val_fill_psnr_moving_decoder": fill, "val_loss": loss}
+    fill = Best()
+    fill.offer(metrics(10, 20, 1.0), "fill", "moving_psnr", 1, body)
+    kept = body.weight.item()
+    torch.nn.init.constant_(body.weight, kept + 1)
+    fill.offer(metrics(12, 19, 0.5), "fill", "moving_psnr", 2, body)  # better extrapolation, worse filling
+    assert fill.step == 1 and fill.weights["weight"].item() == kept
+    fill.offer(metrics(9, 21, 2.0), "fill", "moving_psnr", 3, body)
+    assert fill.step == 3 and fill.weights["weight"].item() == kept + 1
+    by_loss = Best()
+    for step, loss in enumerate((1.0, 0.5, 0.7), 1):
+        by_loss.offer(metrics(10, 20, loss), "extrapolate", "loss", step, body)
+    assert by_loss.step == 2

@@ -223,7 +223,7 @@ def test_codebook_training_and_decoder_metrics(rehearsal: Rehearsal) -> None:
     decoder = rehearsal.metrics("decoder")
     # validation clips of 2 context + 10 frames, one every 12, in the validation videos only
     assert decoder["val_clips"] == sum(len(range(2, n - 10 + 1, 12)) for n in rehearsal.of_part("val").values())
-    assert decoder["best_step"] == OVERRIDES["decoder.steps"] and math.isfinite(decoder["val_loss"])
+    assert decoder["best_step_extrapolate"] == OVERRIDES["decoder.steps"] and math.isfinite(decoder["val_loss"])
 
 
 @pytest.mark.slow

@@ -271,14 +271,16 @@ class DecoderConfig(_Section):
     gdl_weight: float = Field(1.0, ge=0, description="weight of the gradient difference loss beside L1; 0 = L1 only")
     motion: Literal["none", "frames", "flow"] = Field(
         "flow", description="the real frames' motion the decoder sees beside the model's prediction: none; frames = "
-                            "the real frame before the last too (a warp can be learned); flow = that and the "
-                            "optical-flow estimate of the frame, which is then its starting point")
+                            "the real frame before the last too (a warp can be learned); flow = that and, "
+                            "extrapolating, the optical-flow estimate of the frame, which is then its starting "
+                            "point (filling reads no flow)")
     motion_weight: float = Field(4.0, ge=0, description="L1 weight of the moving pixels (those that differ from the "
                                                         "last real frame by eval.motion_threshold), beside 1 for the "
                                                         "others: copying the still background is not the easy optimum")
     select: Literal["moving_psnr", "loss"] = Field(
-        "moving_psnr", description="the validation figure the kept weights are best by: PSNR of the extrapolated "
-                                   "frames on moving pixels (what the decoder is for), or the training loss")
+        "moving_psnr", description="the validation figure each task's kept weights (extrapolating, filling) are best "
+                                   "by: the PSNR of that task's frames on moving pixels (what the decoder is for), or "
+                                   "the training loss")
     val_every: int = Field(100, ge=1, description="steps between validations; the best weights are kept")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
 

@@ -107,8 +107,7 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
                      "flow": interpolate_flow(before, after), "codebook": decoded[2]}
         if decoder is not None:
             earlier = truth[-4] if len(truth) >= 4 else before
-            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier,
-                                                          flowed=estimates["flow"])
+            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier)
         moving = moving_mask(target, before, motion_threshold)
         for method in methods:
             pools[method].add(target, estimates[method], moving)

@@ -13,17 +13,22 @@ decoder sees what the model knows and what the codebook forgot:
 - how many frames ahead of the `before` frame the prediction is, and whether `after` is real,
 - the entropy of the predicted distribution at each cell (where the model expects change),
 - and the real frames' own motion, by `decoder.motion`: `frames` adds the real frame before
-  `before` (two real frames: a warp can be learned), `flow` adds that and the optical-flow
-  estimate of the frame (Farneback's, extrapolated or interpolated: `evaluation/flow.py`);
-  `none` gives it neither.
+  `before` (two real frames: a warp can be learned), `flow` adds that and, extrapolating, the
+  optical-flow estimate of the frame (Farneback's: `evaluation/flow.py`); `none` gives it
+  neither.
+
+Extrapolating and filling are two tasks with convolutions of their own (`body`, `fill_body`),
+each kept at its own best validation step. Filling reads no flow: on the default data flow
+interpolation is below the neighbours' mean on moving pixels, and a decoder that read it
+filled worse than that mean (docs/results.md, the ablation).
 
 It predicts per pixel three blend weights and a correction: frame = base + g1 (expected - base)
 + g2 (before - base) + g3 (flowed - base) + c, where base is the flow estimate when extrapolating
 with `flow`, else the mean of the two real frames (the copy of the last one when extrapolating,
-the neighbours' mean when filling, which beats flow interpolation on the default data). All
-four start at zero, so that, untrained, the decoder is that base; the blends make the obvious
-first steps, leaning on the model where it expects change, on the last frame where the flow
-goes wrong, or on the flow where it goes right, one product away.
+the neighbours' mean when filling). All four start at zero, so that, untrained, the decoder is
+that base; the blends make the obvious first steps, leaning on the model where it expects
+change, on the last frame where the flow goes wrong, or on the flow where it goes right, one
+product away.
 It works at the code grid's resolution: every cell's stride x stride pixels are channels
 (pixel unshuffle), mixed with their neighbours' by 3x3 convolutions.
 
@@ -69,13 +74,9 @@ class PixelDecoder(nn.Module):
         self.cfg, self.size, self.stride = cfg, size, stride
         self.register_buffer("gray_patches", gray_patches.float())
         cells = stride * stride  # pixels per cell
-        frames = 3 + {"none": 0, "frames": 1, "flow": 2}[cfg.motion]
-        self.body = nn.Sequential(
-            nn.Conv2d(frames * cells + hidden + 3, cfg.width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(cfg.width, cfg.width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(cfg.width, 4 * cells, 1))  # three blend weights and a correction
-        nn.init.zeros_(self.body[-1].weight)  # starts as its base: the flow estimate, or the real frames' mean
-        nn.init.zeros_(self.body[-1].bias)
+        self.motion = {"none": [], "frames": ["earlier"], "flow": ["earlier", "flowed"]}[cfg.motion]
+        self.body = _body(3 + len(self.motion), cells, hidden, cfg.width)  # extrapolation
+        self.fill_body = _body(3 + len(self.motion[:1]), cells, hidden, cfg.width)  # filling: no flow
 
     @classmethod
     def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int) -> PixelDecoder:
@@ -99,26 +100,42 @@ class PixelDecoder(nn.Module):
         state (B, C, H, W): the recurrent state it was predicted from;
         before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
         ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real;
-        earlier (B, H', W'): the real frame before `before`; flowed (B, H', W'): the optical-flow
-        estimate of the frame (read with `decoder.motion` = frames and flow, and flow alone).
+        earlier (B, H', W'): the real frame before `before` (read with `decoder.motion` = frames and
+        flow); flowed (B, H', W'): the optical-flow estimate of an extrapolated frame (flow alone).
         The cells' stride x stride blocks (the top-left (H*s, W*s) pixels) are predicted; pixels beyond
         them (only when patches overlap) keep the base.
         """
         b, _, h, w = state.shape
         s = self.stride
+        fills = filling[:, None, None] > 0
         mean = (before + after) / 2
-        base = torch.where(filling[:, None, None] > 0, mean, flowed) if self.cfg.motion == "flow" else mean
-        motion = {"none": [], "frames": [earlier], "flow": [earlier, flowed]}[self.cfg.motion]
-        frames = [expected, before, after, *motion]
-        frames = torch.stack(frames, 1)  # (B, 3..5, H', W')
+        flowed = torch.where(fills, mean, flowed)  # filling reads no flow
+        base = flowed if self.cfg.motion == "flow" else mean
+        inputs = {"earlier": earlier, "flowed": flowed}
+        frames = torch.stack([expected, before, after, *(inputs[name] for name in self.motion)], 1)  # (B, 3..5, H', W')
         frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, n*s*s, H, W)
-        flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
-        x = torch.cat([frames, state, entropy[:, None], flags], 1)  # (B, n*s*s + C + 3, H, W)
-        to_expected, to_before, to_flowed, correction = F.pixel_shuffle(self.body(x), s).unbind(1)  # (B, H*s, W*s)
+        rest = [state, entropy[:, None], torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None]
+                .expand(b, 2, h, w)]
+        fill_frames = frames[:, :(4 if self.motion else 3) * s * s]  # without the flow channels
+        blends = torch.where(fills[:, None], self.fill_body(torch.cat([fill_frames, *rest], 1)),
+                             self.body(torch.cat([frames, *rest], 1)))
+        to_expected, to_before, to_flowed, correction = F.pixel_shuffle(blends, s).unbind(1)  # (B, H*s, W*s) each
         inner, crop = base[:, :h * s, :w * s], (slice(None), slice(None, h * s), slice(None, w * s))
         inner = (inner + to_expected * (expected[crop] - inner) + to_before * (before[crop] - inner)
                  + to_flowed * (flowed[crop] - inner) + correction * GRAY_SCALE)
         return torch.cat([torch.cat([inner, base[:, :h * s, w * s:]], 2), base[:, h * s:]], 1)
+
+
+def _body(frames: int, cells: int, hidden: int, width: int) -> nn.Sequential:
+    """The convolutions from `frames` real or expected frames (each `cells` channels a cell), the
+    state and 3 flags to three blend weights and a correction per pixel, starting at zero."""
+    body = nn.Sequential(
+        nn.Conv2d(frames * cells + hidden + 3, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 4 * cells, 1))
+    nn.init.zeros_(body[-1].weight)  # the decoder starts as its base
+    nn.init.zeros_(body[-1].bias)
+    return body
 
 
 def gradient_difference_loss(truth: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:

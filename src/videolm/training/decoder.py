@@ -6,13 +6,14 @@ its argmax codes (what `evaluate` does), and at every step the decoder turns the
 distribution and state, with the last real frame, into pixels, scored against the true
 frames. The first step is also used for filling: the same prediction with the real frame after
 it as `after`. With `decoder.motion=flow` each example also carries the optical-flow estimates
-(Farneback on the crop's real frames: extrapolated at every step, interpolated for filling).
+of its extrapolated frames (Farneback on the crop's two last real frames).
 Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
 the background is not the easy optimum), + `gdl_weight` x gradient difference (in gray / 255).
 
 Every `val_every` steps the decoder is scored the same way on whole validation frames (clips
-of the validation part, one every `context + horizon` frames) and the weights best by
-`decoder.select` are kept: by default the PSNR of the extrapolated frames on moving pixels.
+of the validation part, one every `context + horizon` frames), and each task's convolutions
+(extrapolating, filling) are kept from the step best for that task by `decoder.select`: by
+default the PSNR of its frames on moving pixels.
 When the kept weights are no better there than copying the last frame (or, filling, than the
 neighbours' mean), the stage says so, and so does `metrics/decoder.json`.
 Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator seeded with
@@ -33,7 +34,7 @@ from videolm.codes.grids import CodeGrid
 from videolm.config import DecoderConfig
 from videolm.data.frames import VideoFrames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow, interpolate_flow
+from videolm.evaluation.flow import extrapolate_flow
 from videolm.evaluation.generate import rollout_steps
 from videolm.image_metrics import Pool, as_db, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, gradient_difference_loss
@@ -49,8 +50,7 @@ BEATS_BY_DB = 0.01  # a decoder within this of a baseline's PSNR is no better th
 class DecoderClip:
     """Codes (context, H, W) before a prediction; the true frames (2 + span, H', W'): the two last
     real frames, then the `span` frames after them; and, with `decoder.motion=flow`, the flow
-    estimates (horizon + 1, H', W') of the `horizon` frames after them, then of the first one
-    filled (else None)."""
+    estimates (horizon, H', W') of the `horizon` frames after them (else None)."""
 
     codes: torch.Tensor
     frames: torch.Tensor
@@ -97,8 +97,7 @@ def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size
         frames = np.concatenate([frames[:1], frames])
     flowed = None
     if cfg.motion == "flow":
-        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon),
-                                                  interpolate_flow(frames[1], frames[3])[None]]))
+        flowed = torch.from_numpy(extrapolate_flow(frames[0], frames[1], cfg.horizon))
     return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed)
 
 
@@ -107,7 +106,7 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
     """(estimates, truths, lasts), each (B * (horizon + 1), H', W'): the decoder's frames for the
     `horizon` rolled-out predictions after `codes` (B, context, H, W), then for filling the first
     one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
-    `flowed` (B, horizon + 1, H', W') are the flow estimates (None: not read)."""
+    `flowed` (B, horizon, H', W') are the extrapolated frames' flow estimates (None: not read)."""
     inputs = []  # per step ahead: (expected, entropy, state)
     with torch.no_grad():
         for logits, state, _ in rollout_steps(model, codes, horizon):
@@ -121,8 +120,8 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
                        torch.ones(b, device=device)])
     filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
     truth = torch.cat([frames[:, 2:horizon + 2].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 2]])
-    flowed = (before + after) / 2 if flowed is None else torch.cat(
-        [flowed[:, :horizon].transpose(0, 1).reshape(-1, *last.shape[1:]), flowed[:, horizon]])
+    mean = (before + after) / 2  # where no flow is read: the filled frames, and every frame without flow
+    flowed = mean if flowed is None else torch.cat([flowed.transpose(0, 1).reshape(-1, *last.shape[1:]), mean[-b:]])
     estimates = decoder(expected, entropy, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
                         flowed)
     return estimates, truth, before
@@ -181,9 +180,10 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
 def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], codebook: Codebook, stride: int,
                   cfg: DecoderConfig, seed: int, motion_threshold: float,
                   device: torch.device = torch.device("cpu")) -> tuple[PixelDecoder, dict]:
-    """Train a `PixelDecoder` on `model` (frozen) on `device`; return it (on the CPU) with the best
-    validation weights, and a summary (the best step and its validation metrics). Without validation frames long enough for
-    one clip, the last weights are kept (and the summary says val_clips 0)."""
+    """Train a `PixelDecoder` on `model` (frozen) on `device`; return it (on the CPU) with each
+    task's best validation weights, and a summary (each task's best step and its validation
+    metrics, and whether it beats its baseline). Without validation frames long enough for one
+    clip, the last weights are kept (and the summary says val_clips 0)."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -196,7 +196,7 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
                     f"{cfg.context + frames_needed(cfg.horizon)} frames: the last weights are kept, unvalidated")
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     scheduler = lr_schedule(optimizer, cfg.steps)
-    best, best_metrics, best_step = None, None, 0
+    best = {task: Best() for task in TASKS}  # each body's best weights, by its own task's validation
     bar = tqdm(range(cfg.steps), desc="train_decoder")
     for step in bar:
         decoder.train()
@@ -217,21 +217,44 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
                        f"{as_db(metrics['val_extrapolate_psnr_moving_decoder'])} (copy last "
                        f"{as_db(metrics['val_extrapolate_psnr_moving_copy_last'])}), filled "
                        f"{as_db(metrics['val_fill_psnr_moving_decoder'])}")
-            if best_metrics is None or _better(metrics, best_metrics, cfg.select):
-                best, best_metrics, best_step = {k: v.clone() for k, v in decoder.state_dict().items()}, metrics, step + 1
-    if best is not None:
-        decoder.load_state_dict(best)
-    summary = {"best_step": best_step or cfg.steps, "val_clips": len(val), **(best_metrics or {})}
-    if best_metrics:
-        summary.update(_against_baselines(best_metrics))
+            for task, body in TASKS.items():
+                best[task].offer(metrics, task, cfg.select, step + 1, getattr(decoder, body))
+    summary = {"val_clips": len(val)}
+    for task, body in TASKS.items():
+        if best[task].weights is not None:
+            getattr(decoder, body).load_state_dict(best[task].weights)
+        summary[f"best_step_{task}"] = best[task].step or cfg.steps
+        summary.update({k: v for k, v in (best[task].metrics or {}).items()
+                        if k.startswith(f"val_{task}_") or (task == "extrapolate" and k == "val_loss")})
+    if all(best[task].metrics for task in TASKS):
+        summary.update(_against_baselines(summary))
     return decoder.cpu().eval(), summary
 
 
-def _better(metrics: dict, best: dict, select: str) -> bool:
-    if select == "loss":
-        return metrics["val_loss"] < best["val_loss"]
-    ours, theirs = metrics["val_extrapolate_psnr_moving_decoder"], best["val_extrapolate_psnr_moving_decoder"]
-    return theirs is None or (ours is not None and ours > theirs)
+TASKS = {"extrapolate": "body", "fill": "fill_body"}  # each task's convolutions in the decoder
+
+
+@dataclass
+class Best:
+    """One body's best weights so far, the step and the validation metrics they had."""
+
+    weights: dict | None = None
+    step: int = 0
+    metrics: dict | None = None
+
+    def offer(self, metrics: dict, task: str, select: str, step: int, body: torch.nn.Module) -> None:
+        """Keep `body`'s weights if `metrics` beat the best by `decoder.select`: the validation
+        loss, or the moving-pixel PSNR of `task`'s frames."""
+        if self.metrics is not None:
+            if select == "loss":
+                if metrics["val_loss"] >= self.metrics["val_loss"]:
+                    return
+            else:
+                ours, theirs = (m[f"val_{task}_psnr_moving_decoder"] for m in (metrics, self.metrics))
+                if ours is None or (theirs is not None and ours <= theirs):
+                    return
+        self.weights = {k: v.clone() for k, v in body.state_dict().items()}
+        self.step, self.metrics = step, metrics
 
 
 def _against_baselines(metrics: dict) -> dict:
