@@ -55,7 +55,8 @@ def main(params) -> str:
 
     metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
-                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoder)
+                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoder,
+                                     e.top_k, e.draws)
     metrics.update(generation.metrics)
     metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
                                     e.fill_candidates, e.fill_sweeps, decoder))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from videolm.config import ConfigError, ModelConfig, Params, load_params
+from videolm.config import ConfigError, EvalConfig, ModelConfig, Params, load_params
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -139,3 +140,11 @@ def test_learning_rate_must_fit_the_optimizer(root):
     """Adam keeps lr in float32: a larger value would crash mid-training with a traceback."""
     with pytest.raises(ConfigError, match=r"^train.lr=1e\+300 is not allowed: Input should be less than or equal to"):
         load_params(root, ["train.lr=1e300"])
+
+
+def test_sampling_settings_need_a_temperature():
+    with pytest.raises(ValidationError, match="set eval.temperature > 0 to sample"):
+        EvalConfig(draws=2)
+    with pytest.raises(ValidationError, match="eval.top_k=5"):
+        EvalConfig(top_k=5)
+    assert EvalConfig(temperature=1.0, top_k=5, draws=4).draws == 4

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from conftest import frames_of, moving_grid, tiny_model
 
 from videolm.config import DecoderConfig
 from videolm.evaluation.clips import evaluation_clips, picture_clips
-from videolm.evaluation.generate import METHODS, evaluate_generation
+from videolm.evaluation.generate import METHODS, evaluate_generation, rollout_steps
 from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, upsample_cells
 from videolm.image_metrics import MEASURES
 from videolm.model.pixel_decoder import PixelDecoder
@@ -64,6 +65,32 @@ def test_sampling_is_seeded(codebook):
     runs = [evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 1.0, 10, seed).metrics
             for seed in (0, 0, 1)]
     assert runs[0] == runs[1] != runs[2]
+
+
+def test_top_k_sampling_draws_only_the_most_likely_codes(codebook):
+    model = tiny_model(codebook)
+    context = torch.from_numpy(moving_grid(0, "a").codes[:2].astype(np.int64))[None]
+    for top_k in (1, 3):
+        generator = torch.Generator().manual_seed(0)
+        for logits, _, codes in rollout_steps(model, context, 3, temperature=5.0, generator=generator, top_k=top_k):
+            allowed = logits.topk(top_k, -1).indices
+            assert (allowed == codes[..., None]).any(-1).all()
+            if top_k == 1:
+                assert torch.equal(codes, logits.argmax(-1))  # one candidate: the argmax
+
+
+def test_several_draws_are_averaged(codebook):
+    grids = [moving_grid(0, "a")]
+    frames = frames_of(codebook, grids)
+    model = tiny_model(codebook)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="none"), model, codebook, SIZE)
+    clips = evaluation_clips(grids, 2, 3)[:1]
+    run = lambda draws, seed: evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 1.0, 10, seed,
+                                                  [0], decoder, draws=draws).examples[0].predictions
+    single = [run(1, seed) for seed in (0, 1)]  # draw j of clip 0 is seeded seed + j * len(clips)
+    both = run(2, 0)
+    for method in ("model", "model_pixels"):
+        np.testing.assert_allclose(both[method], (single[0][method] + single[1][method]) / 2, rtol=1e-6)
 
 
 def test_pictures(codebook):

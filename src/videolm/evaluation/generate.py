@@ -36,13 +36,14 @@ METHODS = ("model", "model_pixels", "copy_last", "copy_last_codes", "flow", "cod
 
 @torch.no_grad()
 def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float = 0.0,
-                  generator: torch.Generator | None = None):
+                  generator: torch.Generator | None = None, top_k: int = 0):
     """Yield (logits (B, H, W, k), state (B, C, H, W), codes (B, H, W)) for each of `horizon`
     generated grids after the real `context` grids (B, T, H, W): the prediction of the grid, the
     state it came from, and the codes chosen and fed back.
 
     The state is built on the context; each next grid is the argmax code at every location
-    (temperature 0) or a sample at the given temperature (drawn with `generator`).
+    (temperature 0) or a sample at the given temperature (drawn with `generator`), from the
+    `top_k` most likely codes at each location if `top_k` > 0.
     """
     model.eval()
     logits, _, state = model(context)
@@ -50,9 +51,14 @@ def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float
     for step in range(horizon):
         if temperature > 0:
             # drawn on the CPU: the same draws on any device
-            probs = torch.softmax(last.float() / temperature, -1).cpu()
+            scaled = last.float().cpu() / temperature
+            top = scaled.topk(min(top_k, scaled.shape[-1]), -1) if top_k else None
+            probs = torch.softmax(scaled if top is None else top.values, -1)
             codes = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-            codes = codes.reshape(probs.shape[:-1]).to(last.device)
+            codes = codes.reshape(probs.shape[:-1])
+            if top is not None:
+                codes = top.indices.gather(-1, codes[..., None])[..., 0]
+            codes = codes.to(last.device)
         else:
             codes = last.argmax(-1)  # (B, H, W)
         yield last, state, codes
@@ -63,7 +69,7 @@ def rollout_steps(model, context: torch.Tensor, horizon: int, temperature: float
 
 @torch.no_grad()
 def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, seed: int = 0,
-            decode=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            decode=None, top_k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Generate `horizon` code grids after the real `context` grids (C, H, W), as `rollout_steps`
     (samples seeded with `seed`).
 
@@ -76,7 +82,7 @@ def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, 
     codes, entropy, pixels = [], [], []
     device = next(model.parameters()).device
     steps = rollout_steps(model, torch.from_numpy(np.asarray(context, np.int64))[None].to(device), horizon,
-                          temperature, generator)
+                          temperature, generator, top_k)
     for ahead, (logits, state, chosen) in enumerate(steps, 1):
         entropy.append(entropy_bits(F.log_softmax(logits[0].float(), -1)))
         codes.append(chosen[0])
@@ -105,10 +111,12 @@ class Generation:
 
 def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
                         horizon: int, temperature: float, motion_threshold: float, seed: int,
-                        pictures: list[int] = (), decoder: PixelDecoder | None = None) -> Generation:
+                        pictures: list[int] = (), decoder: PixelDecoder | None = None, top_k: int = 0,
+                        draws: int = 1) -> Generation:
     """Per-horizon PSNR / SSIM / sharpness (full and moving) of the model and the baselines over
     `clips`: the model's codes decoded by the codebook ("model") and, given a `decoder`, its pixel
-    decoder's frames ("model_pixels").
+    decoder's frames ("model_pixels"). Sampling (`temperature` > 0, `top_k`), `draws` rollouts
+    of each clip are made and their frames averaged, method by method.
 
     Metrics: `gen_<measure>_<method>_h1` (first generated frame) and `..._mean` (mean over
     the horizons of the per-horizon values), plus `gen_clips` and `gen_moving_fraction`.
@@ -131,12 +139,15 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
         decode = None if decoder is None else (
             lambda logits, state, ahead: decode_prediction(decoder, logits, state, last, ahead=ahead, earlier=earlier,
                                                            flowed=flow[ahead - 1]))
-        generated, entropy, pixels = rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i,
-                                             decode)
+        runs = [rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i + j * len(clips), decode,
+                        top_k) for j in range(draws)]
+        _, entropy, _ = runs[0]
+        decoded = [codebook.decode(generated, stride) for generated, _, _ in runs]
+        pixels = [frames for _, _, frames in runs]
         last_codes = codebook.decode(codes[clip.t0 - 1][None].astype(np.int64), stride)
         predictions = {
-            "model": codebook.decode(generated, stride),
-            "model_pixels": pixels,
+            "model": decoded[0] if draws == 1 else np.mean(decoded, 0),
+            "model_pixels": pixels[0] if draws == 1 or decoder is None else np.mean(pixels, 0),
             "copy_last": copy,
             "copy_last_codes": np.repeat(last_codes, horizon, 0),
             "flow": flow,
