@@ -52,6 +52,26 @@ def test_cpu_codes_are_the_first_nearest(real_patches):
     assert np.allclose(distances[np.arange(3000), codes], distances[np.arange(3000), exact], rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("k", [5, 64, 300, 562])
+def test_cpu_codes_are_the_whole_rows_first_minimum(real_patches, k):
+    """The two-level minimum (groups, then within the first group holding the minimum) gives what
+    `torch.min` over each whole row of distances gives, bit for bit: with exact ties (centroids
+    repeated), with k below, at and across multiples of the group, in chunks of any size and over
+    any number of threads."""
+    x, c = real_patches
+    c = np.concatenate([c, c])[:k]
+    reference = torch.min(torch.addmm(torch.from_numpy((c * c).sum(1)), torch.from_numpy(x),
+                                      torch.from_numpy(c).T, alpha=-2.0), 1).indices.numpy()
+    threads = torch.get_num_threads()
+    try:
+        for n_threads, chunk in ((1, 0), (2, 0), (2, 333), (3, 97)):
+            torch.set_num_threads(n_threads)
+            np.testing.assert_array_equal(assign_codes(x, c, chunk=chunk), reference)
+            assert torch.get_num_threads() == n_threads  # the search's threads leave the setting as it was
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("chunk", [997, 8192])
 def test_checked_search_gives_the_cpu_codes_on_real_patches(real_patches, chunk):
     x, c = real_patches
