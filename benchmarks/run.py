@@ -32,6 +32,8 @@ Pairs (`--only` picks some):
   alone (`stage_costs.py`): the per-frame rates the README's paper-scale estimate uses.
 - workers: `extract_frames` over several clips with one worker per core against one worker
   (`stage_costs.py`).
+- scoring: evaluation's scoring pass with 16 test videos in one forward pass against one video
+  at a time, on UCF-101's grid (`scoring.py`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import torch
 from kmeans import bench_codebook
 from memory import bench_memory
 from report import kept_section, machine, num, table
+from scoring import bench_scoring
 from stage_costs import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
@@ -66,12 +69,14 @@ from videolm.data.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
     "smallest": {"decode": ((128, 96), 8), "encode": (2_000, 64, 64), "codebook": (5_000, 64, 5),
-                 "train": ([64], 2), "shared": (64, 2), "stages": (8, 64), "workers": (2, 8)},
+                 "train": ([64], 2), "shared": (64, 2), "stages": (8, 64), "workers": (2, 8),
+                 "scoring": (3, 6, 64, 3)},
     "small": {"decode": ((384, 288), 100), "encode": (100_000, 1_024, 64), "codebook": (100_000, 1_024, 10),
-              "train": ([1_024], 10), "shared": (1_024, 20), "stages": (100, 1_024), "workers": (8, 100)},
+              "train": ([1_024], 10), "shared": (1_024, 20), "stages": (100, 1_024), "workers": (8, 100),
+              "scoring": (16, 17, 1_024, 16)},
     "full": {"decode": ((768, 576), 200), "encode": (200_000, 10_000, 64), "codebook": (1_000_000, 10_000, 10),
              "train": ([10_000, 1_024], 10), "shared": (1_024, 25), "stages": (250, 10_000),
-             "workers": (16, 250)},
+             "workers": (16, 250), "scoring": (16, 9, 10_000, 16)},
 }
 
 
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--smallest", action="store_const", const="smallest", dest="size")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", help="comma-separated pairs to run (default: all): decode, encode, codebook, "
-                                       "train, shared, memory, stages, workers")
+                                       "train, shared, memory, stages, workers, scoring")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     load_at_start = os.getloadavg()
@@ -177,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "memory": lambda: bench_memory(size, repeats),
         "stages": lambda: bench_stages(*sizes["stages"], repeats, timed),
         "workers": lambda: bench_workers(*sizes["workers"], repeats, timed),
+        "scoring": lambda: [bench_scoring(*sizes["scoring"], repeats, timed)],
     }
     chosen = args.only.split(",") if args.only else list(pairs)
     unknown = sorted(set(chosen) - set(pairs))

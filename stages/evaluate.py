@@ -47,13 +47,14 @@ def main(params) -> str:
     decoder = load_decoder(params.paths.decoder, model, codebook, stride).to(device)
     model.to(device)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
-    read_frames = lru_cache(maxsize=1)(lambda video_id: videos[video_id].read())
+    read_frames = lru_cache(maxsize=e.batch_videos)(lambda video_id: videos[video_id].read())
     clips = subset_clips(evaluation_clips(grids, e.context, e.horizon, e.clip_stride), e.clips, params.seed)
     if not clips:
         raise VideoLMError(f"no test clip has eval.context={e.context} + eval.horizon={e.horizon} frames "
                            f"(lower them or raise data.test_fraction)")
 
-    metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride)
+    metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride,
+                         e.batch_videos)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
                                      e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoder,
                                      e.top_k, e.draws)

@@ -45,6 +45,8 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     assert "| extract_video (decode + gzip HDF5), 320x240, 8 frames |" in table
     assert "| encode_video, k=64 (patches, search, error, HDF5), 320x240, 8 frames |" in table
     assert "| extract_frames, 2 clips of 8 frames at 320x240, 2 workers |" in table or "1 workers |" in table
+    assert "| scoring, 3 videos of 6 frames, grid 30x40, k=64 |" in table
+    assert "the same scores to the bit: yes" in table  # batched scoring gives one-at-a-time's scores
     assert "CPU cores (affinity):" in table
     assert "an earlier table" not in table and table.endswith("\n" + OLD_DRILL)  # the drill's section is kept
 

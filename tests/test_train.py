@@ -14,7 +14,7 @@ from videolm.codes.grids import CodeGrid, load_code_grids
 from videolm.config import ModelConfig, Params, TrainConfig
 from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import fit_baselines
-from videolm.evaluation.scoring import predict_video, score_part
+from videolm.evaluation.scoring import predict_videos, score_part
 from videolm.model.build import build_model
 from videolm.model.linear_ce import IGNORE
 from videolm.training.crops import CodeGridDataset
@@ -84,23 +84,52 @@ def test_baselines_are_distributions():
     assert np.exp(-base.unigram_nll(targets)).sum() == pytest.approx(1.0)
 
 
-def test_predict_video_matches_one_pass(codebook):
+def test_predict_videos_matches_one_pass(codebook):
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
     grid = moving_grid()
-    out = list(predict_video(model, grid.codes, TRAIN_END, VAL_END, chunk=3))
-    assert [t for t, _, _, _ in out] == list(range(TRAIN_END, VAL_END))
+    out = list(predict_videos(model, [grid], "val", chunk=3))
+    assert [t for _, t, _, _, _, _ in out] == list(range(TRAIN_END, VAL_END))
     with torch.no_grad():
         logits, _, states = model(torch.from_numpy(grid.codes.astype(np.int64))[None], every_state=True)
         _, _, last = model(torch.from_numpy(grid.codes[:VAL_END - 1].astype(np.int64))[None])
     logp = torch.log_softmax(logits[0], -1)
-    for t, nll, _, state in out:
+    for _, t, nll, _, state, _ in out:
         expected = -logp[t - 1].gather(-1, torch.from_numpy(grid.codes[t].astype(np.int64))[..., None])[..., 0]
         np.testing.assert_allclose(nll, expected.numpy(), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(state, states[:, t - 1], rtol=1e-4, atol=1e-5)  # the state t was predicted from
     torch.testing.assert_close(state, last, rtol=1e-4, atol=1e-5)  # = the plain forward's last state
     # the first frame has no past: scoring 'train' starts at frame 1
-    assert [t for t, _, _, _ in predict_video(model, grid.codes, 0, 4)] == [1, 2, 3]
+    short = CodeGrid("v", grid.codes[:4], 4, 4)
+    assert [t for _, t, _, _, _, _ in predict_videos(model, [short], "train")] == [1, 2, 3]
+
+
+def test_scores_do_not_depend_on_the_batch(codebook):
+    """Videos scored together give the same bits as one at a time: videos of two grid sizes and
+    several lengths (so batches refill, and last chunks are padded), parts that start late, a
+    video with nothing to score, and `on_frame`'s terms summed in the videos' order."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
+    grids = [moving_grid(seed, f"v{seed}", n=n, train_end=train_end, val_end=val_end)
+             for seed, (n, train_end, val_end) in enumerate(((30, 18, 22), (25, 15, 20), (14, 8, 11), (1, 1, 1)))]
+    grids.insert(2, moving_grid(9, "other size", n=12, shape=(GH + 1, GW), train_end=5, val_end=9))
+    base = fit_baselines(grids, K)
+    seen = []
+
+    def terms(grid, t, logp, state):
+        seen.append((grid.video_id, t))
+        return float(logp.max()), float(state.sum()), 1.0
+
+    for part in ("train", "val", "test"):
+        one = score_part(model, grids, part, base, terms, batch=1)
+        order = list(seen)
+        for batch in (2, 3, 8):
+            seen.clear()
+            together = score_part(model, grids, part, base, terms, batch=batch)
+            assert (together.nll, together.count, together.extra) == (one.nll, one.count, one.extra)
+            assert sorted(seen) == sorted(order) and len(set(order)) == len(order)
+        seen.clear()
+        assert one.count > 0 and one.extra[2] == len(order)
 
 
 def test_score_part_counts(codebook):

@@ -303,6 +303,9 @@ class EvalConfig(_Section):
     clips: int = Field(0, ge=0, description="test clips of generation, filling and the flow baseline: a fixed "
                                             "subset drawn with the seed (in the clips' order); 0 = every clip "
                                             "(the perplexity always scores every test frame)")
+    batch_videos: int = Field(1, ge=1, description="test videos of one grid size scored together in one forward "
+                                                   "pass, 8 frames at a time, their logits held at once (the scores "
+                                                   "are the same whatever the value): 1 on a CPU, 16 or more on a GPU")
     n_pictures: int = Field(3, ge=1, description="test clips shown in the pictures")
     threads: int = Field(1, ge=0, description="torch CPU threads; 0 = torch's default")
 

@@ -10,6 +10,7 @@ uses it for validation, evaluation for the test metrics (`score_test`).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,10 +27,12 @@ from videolm.image_metrics import psnr_from_mse
 
 @dataclass
 class Scores:
-    """Running sums over the scored frames of one part."""
+    """Running sums over the scored frames of one part, and of the terms `score_part`'s
+    `on_frame` returned for them."""
 
     nll: dict[str, float] = field(default_factory=lambda: {"model": 0.0, "unigram": 0.0, "copy_previous": 0.0})
     count: int = 0
+    extra: list[float] = field(default_factory=list)
 
     def mean(self, name: str) -> float:
         return self.nll[name] / max(self.count, 1)
@@ -45,81 +48,126 @@ class Scores:
         return out
 
 
-@torch.no_grad()
-def predict_video(model, codes: np.ndarray, start: int, stop: int, chunk: int = 8):
-    """Run the model over frames [0, stop - 1); for targets t in [max(start, 1), stop) yield
-    (t, nll (H, W) of the true code, log-probabilities (H, W, k) tensor, the state (1, C, H, W) the
-    prediction came from) in order.
+@dataclass
+class _Slot:
+    """One video in a batch of `predict_videos`: its codes up to the part's end and where it is."""
 
-    `codes` (T, H, W) is an array or a grid's `H5Codes`: frames [0, stop) are read once, one
-    video at a time. The model runs on its own device; nll comes back as a numpy array.
+    index: int
+    codes: np.ndarray  # (stop, H, W) uint16
+    x: torch.Tensor  # the same, int64 on the model's device
+    first: int  # the first target frame
+    position: int = 0  # the next frame fed to the model
+    state: torch.Tensor | None = None  # (hidden, H, W), None before the first frame
+
+
+@torch.no_grad()
+def predict_videos(model, grids: list[CodeGrid], part: str, batch: int = 1, chunk: int = 8):
+    """Run the model over each video of `grids` from its first frame to the end of its `part`, and
+    for every target frame t of the part (from frame 1) yield (the video's index in `grids`, t,
+    nll (H, W) of the true code, log-probabilities (H, W, k) tensor, the state (1, C, H, W) the
+    prediction came from, the video's codes (stop, H, W) array).
+
+    Up to `batch` videos of one grid size run together, `chunk` frames at a time: when a video
+    ends, the next one of that size takes its place with a fresh state, and a video's last chunk
+    is padded with code 0 whose predictions are dropped. Each video's frames come in order; the
+    videos interleave. A video's codes are read when it starts, so at most `batch` are held; the
+    logits of `batch` x `chunk` frames are held at once. The model runs on its own device; nll
+    comes back as a numpy array.
     """
     model.eval()
-    first = max(start, 1)
-    state = None
     device = next(model.parameters()).device
-    x = torch.from_numpy(codes[:stop].astype(np.int64))[None].to(device)  # (1, T, H, W)
-    for i in range(0, stop - 1, chunk):
-        j = min(i + chunk, stop - 1)
-        logits, _, states = model(x[:, i:j], state, every_state=True)  # predicts frames i+1 .. j
-        state = states[:, -1]
-        for s in range(max(first - 1 - i, 0), j - i):
-            t = i + s + 1
-            logp = F.log_softmax(logits[0, s].float(), -1)  # (H, W, k)
-            nll = -logp.gather(-1, x[0, t][..., None]).squeeze(-1)
-            yield t, nll.cpu().numpy(), logp, states[:, s]
+    by_size: dict[tuple[int, ...], deque] = {}
+    for index, grid in enumerate(grids):
+        start, stop = grid.part(part)
+        if stop > max(start, 1):
+            by_size.setdefault(tuple(grid.codes.shape[1:]), deque()).append((index, grid, max(start, 1), stop))
+    for waiting in by_size.values():
+        running: list[_Slot] = []
+        while waiting or running:
+            while waiting and len(running) < batch:
+                index, grid, first, stop = waiting.popleft()
+                codes = np.asarray(grid.codes[:stop])  # this video's frames up to the part's end, read once
+                running.append(_Slot(index, codes, torch.from_numpy(codes.astype(np.int64)).to(device), first))
+            lengths = [min(chunk, len(slot.codes) - 1 - slot.position) for slot in running]
+            x = torch.zeros(len(running), max(lengths), *running[0].x.shape[1:], dtype=torch.int64, device=device)
+            for row, (slot, n) in enumerate(zip(running, lengths)):
+                x[row, :n] = slot.x[slot.position:slot.position + n]
+            state = None
+            if any(slot.state is not None for slot in running):
+                fresh = next(slot.state for slot in running if slot.state is not None)
+                state = torch.stack([torch.zeros_like(fresh) if slot.state is None else slot.state for slot in running])
+            logits, _, states = model(x, state, every_state=True)  # predicts frames position+1 .. position+n
+            for row, (slot, n) in enumerate(zip(running, lengths)):
+                for step in range(max(slot.first - 1 - slot.position, 0), n):
+                    t = slot.position + step + 1
+                    logp = F.log_softmax(logits[row, step].float(), -1)  # (H, W, k)
+                    nll = -logp.gather(-1, slot.x[t][..., None]).squeeze(-1)
+                    yield slot.index, t, nll.cpu().numpy(), logp, states[row:row + 1, step], slot.codes
+                slot.state, slot.position = states[row, n - 1], slot.position + n
+            running = [slot for slot in running if slot.position < len(slot.codes) - 1]
 
 
 def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | None = None,
-               on_frame=None, progress: bool = False) -> Scores:
+               on_frame=None, progress: bool = False, batch: int = 1) -> Scores:
     """Mean NLL (nats per code) of every `part` frame given its past, for the model and baselines.
 
     `on_frame(grid, t, logp, state)` is called for each scored frame (e.g. to rebuild predictions);
+    what it returns (a sequence of floats, or None) is summed into `Scores.extra`. `batch` videos
+    of one grid size run through the model together (`predict_videos`); every frame's terms are
+    kept and summed in the videos' and frames' order, so the scores do not depend on `batch`
+    (on the CPU, to the bit: the model's values do not depend on what shares its batch).
     `progress` shows a bar over the videos.
     """
-    scores = Scores()
-    for grid in tqdm(grids, desc=f"scoring {part} frames", unit="video", disable=not progress):
-        start, stop = grid.part(part)
-        codes = grid.codes[:stop]  # this video's frames up to the part's end, read once
-        for t, nll, logp, state in predict_video(model, codes, start, stop):
+    terms: list[list[list[float]]] = [[] for _ in grids]  # per video, per scored frame
+    stops = [grid.part(part)[1] for grid in grids]
+    with tqdm(total=len(grids), desc=f"scoring {part} frames", unit="video", disable=not progress) as bar:
+        for index, t, nll, logp, state, codes in predict_videos(model, grids, part, batch):
             target, previous = codes[t].astype(np.int64), codes[t - 1].astype(np.int64)
-            scores.nll["model"] += float(nll.sum())
+            row = [float(nll.sum()), 0.0, 0.0, target.size]
             if baselines is not None:
-                scores.nll["unigram"] += float(baselines.unigram_nll(target).sum())
-                scores.nll["copy_previous"] += float(baselines.copy_nll(previous, target).sum())
-            scores.count += target.size
+                row[1:3] = float(baselines.unigram_nll(target).sum()), float(baselines.copy_nll(previous, target).sum())
             if on_frame is not None:
-                on_frame(grid, t, logp, state)
+                row.extend(on_frame(grids[index], t, logp, state) or ())
+            terms[index].append(row)
+            bar.update(t == stops[index] - 1)
+    scores = Scores()
+    for row in (row for rows in terms for row in rows):
+        scores.nll["model"] += row[0]
+        if baselines is not None:
+            scores.nll["unigram"] += row[1]
+            scores.nll["copy_previous"] += row[2]
+        scores.count += row[3]
+        scores.extra = [a + b for a, b in zip(scores.extra, row[4:])] if scores.extra else row[4:]
     return scores
 
 
 def score_test(model, grids: list[CodeGrid], read_frames, codebook: Codebook,
-             baselines: Baselines, stride: int) -> dict:
+             baselines: Baselines, stride: int, batch: int = 1) -> dict:
     """Test metrics: bits per patch and perplexity (model and baselines), and 1-step PSNR.
 
-    `read_frames(video_id)` gives the video's true gray frames (T, H, W); PSNR is computed on the part of
-    the frame covered by the patch grid, pooled over all test frames (mean squared error
+    `read_frames(video_id)` gives the video's true gray frames (T, H, W) (`batch` videos are
+    scored together, their frames interleaved: it should keep that many); PSNR is computed on the
+    part of the frame covered by the patch grid, pooled over all test frames (mean squared error
     first, then dB).
     """
-    sq = {"model": 0.0, "copy_last": 0.0, "codebook": 0.0}
-    pixels = [0]
 
-    def add_psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
+    def psnr_terms(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> tuple[float, ...]:
+        """Squared errors of the model's argmax codes, copy-last and the true codes, and pixels."""
         video = read_frames(grid.video_id)
         predicted = codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0]
         h, w = predicted.shape
         truth = video[t, :h, :w].astype(np.float64)
-        sq["model"] += float(((truth - predicted) ** 2).sum())
-        sq["copy_last"] += float(((truth - video[t - 1, :h, :w]) ** 2).sum())
-        sq["codebook"] += float(((truth - codebook.decode(grid.codes[t][None].astype(np.int64), stride)[0]) ** 2).sum())
-        pixels[0] += truth.size
+        return (float(((truth - predicted) ** 2).sum()), float(((truth - video[t - 1, :h, :w]) ** 2).sum()),
+                float(((truth - codebook.decode(grid.codes[t][None].astype(np.int64), stride)[0]) ** 2).sum()),
+                truth.size)
 
-    scores = score_part(model, grids, "test", baselines, add_psnr_terms, progress=True)
+    scores = score_part(model, grids, "test", baselines, psnr_terms, progress=True, batch=batch)
     if scores.count == 0:
         raise VideoLMError("no test frames to evaluate (check data.test_fraction and the split)")
     metrics = {"test_patches": scores.count, **scores.summary()}
-    for name, total in sq.items():
-        metrics[f"psnr_1step_{name}"] = psnr_from_mse(total / pixels[0])
+    *sq, pixels = scores.extra
+    for name, total in zip(("model", "copy_last", "codebook"), sq):
+        metrics[f"psnr_1step_{name}"] = psnr_from_mse(total / pixels)
     return metrics
 
 
