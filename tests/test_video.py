@@ -276,6 +276,23 @@ def test_ucf101_missing_lists(tmp_path):
         ucf101_assignment(find_videos(tmp_path, ["avi"]), cfg)
 
 
+def test_ucf101_lists_name_videos_by_their_path(ucf_root):
+    """A video whose file name is listed but whose folder is not is not in the split."""
+    cls = CLASSES[0]
+    touch(ucf_root / "Copies" / f"v_{cls}_g01_c01.avi")
+    cfg = DataConfig(dir=str(ucf_root), split="ucf101", val_fraction=0.3)
+    parts = ucf101_assignment(find_videos(ucf_root, ["avi"]), cfg)
+    assert len(parts) == 40 and not any(vid.startswith("Copies") for vid in parts)
+
+
+def test_ucf101_refuses_two_lists_of_one_name(ucf_root):
+    (ucf_root / "old").mkdir()
+    (ucf_root / "old" / "testlist01.txt").write_text("")
+    cfg = DataConfig(dir=str(ucf_root), split="ucf101")
+    with pytest.raises(VideoError, match=r"2 files named testlist01.txt under .*old/testlist01.txt.*keep one"):
+        ucf101_assignment(find_videos(ucf_root, ["avi"]), cfg)
+
+
 def check_disjoint(n: int, train_end: int, val_end: int) -> None:
     grid = CodeGrid("v", np.zeros((n, 1, 1), np.uint16), train_end, val_end)
     ranges = [grid.part(p) for p in ("train", "val", "test")]

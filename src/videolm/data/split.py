@@ -10,7 +10,7 @@ lists) gives a training video `(T, T)`, a validation video `(0, T)` and a test v
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -55,28 +55,35 @@ _UCF_GROUP = re.compile(r"_g(\d+)_c\d+")
 def ucf101_assignment(videos: list[Video], cfg: DataConfig) -> dict[str, str]:
     """Train/test from UCF-101's official lists; validation = the last training groups.
 
-    UCF-101 clips of one group (gXX) come from the same long video, so validation takes
-    whole groups (the highest-numbered training groups, `val_fraction` of them) to keep
-    near-duplicate clips out of both sides.
+    A list names a video by its path under the dataset's root (`Class/v_Class_gNN_cNN.avi`): a
+    video is listed when its path ends with that entry, so videos of one file name in two
+    folders are told apart. UCF-101 clips of one group (gXX) come from the same long video, so
+    validation takes whole groups (the highest-numbered training groups, `val_fraction` of them)
+    to keep near-duplicate clips out of both sides.
     """
     root = Path(cfg.dir)
     n = cfg.ucf101_list
-    lists = {name: next(iter(sorted(root.rglob(f"{name}list0{n}.txt"))), None) for name in ("train", "test")}
-    for name, found in lists.items():
-        if found is None:
-            raise VideoError(f"data.split=ucf101: {name}list0{n}.txt not found under {cfg.dir!r}")
-    names = {name: {Path(line.split()[0]).name for line in found.read_text().splitlines() if line.strip()}
-             for name, found in lists.items()}
-    groups = sorted({int(m.group(1)) for v in names["train"] if (m := _UCF_GROUP.search(v))})
+    entries = {}
+    for name in ("train", "test"):
+        found = sorted(root.rglob(f"{name}list0{n}.txt"))
+        if len(found) != 1:
+            where = f": {', '.join(str(f) for f in found)}; keep one" if found else ""
+            raise VideoError(f"data.split=ucf101: {len(found)} files named {name}list0{n}.txt under {cfg.dir!r} "
+                             f"(expected one){where}")
+        entries[name] = {PurePosixPath(line.split()[0].replace("\\", "/")).parts
+                         for line in found[0].read_text().splitlines() if line.strip()}
+    groups = sorted({int(m.group(1)) for entry in entries["train"] if (m := _UCF_GROUP.search(entry[-1]))})
     n_val_groups = max(1, int(round(len(groups) * cfg.val_fraction)))
     val_groups = set(groups[-n_val_groups:])
+    depths = {len(entry) for listed in entries.values() for entry in listed}
     parts = {}
     for video in videos:
-        base = Path(video.source).name
-        if base in names["test"]:
+        path = Path(video.source).parts
+        tails = {path[-depth:] for depth in depths}
+        if tails & entries["test"]:
             parts[video.video_id] = "test"
-        elif base in names["train"]:
-            m = _UCF_GROUP.search(base)
+        elif tails & entries["train"]:
+            m = _UCF_GROUP.search(path[-1])
             parts[video.video_id] = "val" if m and int(m.group(1)) in val_groups else "train"
     if not parts:
         raise VideoError(f"data.split=ucf101: no video under {cfg.dir!r} is named in the split lists")
