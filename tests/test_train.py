@@ -18,7 +18,9 @@ from videolm.evaluation.scoring import predict_videos, score_part
 from videolm.model.build import build_model
 from videolm.model.linear_ce import IGNORE
 from videolm.training.crops import CodeGridDataset
-from videolm.training.train import TrainingError, make_optimizer, train_model, validation_videos, without_border
+from videolm.training.distributed import Ranks
+from videolm.training.train import (TrainingError, make_optimizer, train_model, validation_loss, validation_videos,
+                                    without_border)
 
 GH, GW = 6, 8  # moving_grid's code grid
 TRAIN_END, VAL_END = 18, 22
@@ -130,6 +132,8 @@ def test_scores_do_not_depend_on_the_batch(codebook):
             assert sorted(seen) == sorted(order) and len(set(order)) == len(order)
         seen.clear()
         assert one.count > 0 and one.extra[2] == len(order)
+    val = [g for g in grids if g.part("val")[1] > g.part("val")[0]]
+    assert validation_loss(model, val, Ranks(), batch=3) == validation_loss(model, val, Ranks())
 
 
 def test_score_part_counts(codebook):

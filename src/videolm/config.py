@@ -240,6 +240,9 @@ class TrainConfig(_Section):
     val_videos: int = Field(0, ge=0, description="validation videos scored after each epoch: a fixed subset drawn "
                                                  "with the seed; 0 = all (at UCF-101 scale a full pass costs more "
                                                  "than an epoch on a CPU)")
+    val_batch_videos: int = Field(1, ge=1, description="validation videos of one grid size scored together in one "
+                                                       "forward pass, as eval.batch_videos (the same loss whatever "
+                                                       "the value on a CPU): 1 on a CPU, 16 or more on a GPU")
 
     @model_validator(mode="after")
     def _own_predictions_need_two_frames(self) -> TrainConfig:

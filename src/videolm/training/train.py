@@ -259,7 +259,7 @@ def train_model(grids: list[CodeGrid], codebook: Codebook, params: Params, log_e
         metrics = {"train_loss": state.running_loss / t.steps_per_epoch}
         metrics["train_perplexity"] = math.exp(metrics["train_loss"])
         started = time.perf_counter()
-        val_loss = validation_loss(model, val_grids, ranks) if val_grids else metrics["train_loss"]
+        val_loss = validation_loss(model, val_grids, ranks, t.val_batch_videos) if val_grids else metrics["train_loss"]
         seconds["validation"] += time.perf_counter() - started
         if not val_loss < MAX_LOSS:
             raise diverged(params, f"validation loss is {val_loss:.4g} after epoch {epoch}")
@@ -293,10 +293,11 @@ def validation_videos(grids: list[CodeGrid], limit: int, seed: int) -> list[Code
     return [grids[i] for i in sorted(keep)]
 
 
-def validation_loss(model: torch.nn.Module, grids: list[CodeGrid], ranks: Ranks) -> float:
+def validation_loss(model: torch.nn.Module, grids: list[CodeGrid], ranks: Ranks, batch: int = 1) -> float:
     """Mean NLL of the validation frames over all videos, each rank scoring every `world`-th
-    video (whole, one at a time) and the sums added up across the ranks."""
-    scores = score_part(model, grids[ranks.rank::ranks.world], "val")
+    video (whole, `batch` videos of one grid size a forward pass) and the sums added up across
+    the ranks."""
+    scores = score_part(model, grids[ranks.rank::ranks.world], "val", batch=batch)
     nll, count = ranks.sum([scores.nll["model"], scores.count])
     return nll / count
 
