@@ -28,7 +28,8 @@ def main(params) -> str:
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     decoder, summary = train_decoder(model, grids, videos, codebook, params.patches.stride, params.decoder,
                                      params.seed, params.eval.motion_threshold, resolve_device(params.device))
-    DecoderCheckpoint(decoder.state_dict(), params.decoder.model_dump(), weights_digest(model), codebook.digest,
+    config = params.decoder.model_dump(exclude={"loader_workers"})  # how it ran, not what it is
+    DecoderCheckpoint(decoder.state_dict(), config, weights_digest(model), codebook.digest,
                       params.patches.stride).save(params.paths.decoder)
     write_json(metrics_path, summary, "train_decoder")
     return (f"{params.decoder.steps} steps; kept: extrapolation from step {summary['best_step_extrapolate']}, "

@@ -115,6 +115,18 @@ def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
     assert all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), again.state_dict().values()))
 
 
+def test_decoder_is_the_same_with_crops_and_flow_made_in_loader_workers(tmp_path, codebook):
+    grids = [moving_grid(0, "a"), moving_grid(1, "b")]
+    videos = frames_files(tmp_path, codebook, grids)
+    cfg = CFG.model_copy(update={"motion": "flow", "steps": 6, "val_every": 3})
+    here, summary = train_decoder(tiny_model(codebook), grids, videos, codebook, SIZE, cfg, seed=0, motion_threshold=10)
+    cfg = cfg.model_copy(update={"loader_workers": 2})
+    workers, again = train_decoder(tiny_model(codebook), grids, videos, codebook, SIZE, cfg, seed=0,
+                                   motion_threshold=10)
+    assert all(torch.equal(a, b) for a, b in zip(here.state_dict().values(), workers.state_dict().values()))
+    assert summary == again
+
+
 def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
     grids = [moving_grid(0, "a")]
     videos = frames_files(tmp_path, codebook, grids)

@@ -286,6 +286,9 @@ class DecoderConfig(_Section):
                                    "the training loss")
     val_every: int = Field(100, ge=1, description="steps between validations; the best weights are kept")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes reading the training crops and "
+                                                     "computing their optical flow; 0 = in the training process. "
+                                                     "The decoder is the same bytes whatever the value")
 
 
 class EvalConfig(_Section):

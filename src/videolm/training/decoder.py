@@ -17,7 +17,8 @@ default the PSNR of its frames on moving pixels.
 When the kept weights are no better there than copying the last frame (or, filling, than the
 neighbours' mean), the stage says so, and so does `metrics/decoder.json`.
 Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator seeded with
-(seed, i), so runs are the same bits.
+(seed, i), so runs are the same bits, with the crops (and their flow) made in the training
+process or in `decoder.loader_workers` DataLoader workers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from videolm.codes.codebook import Codebook
@@ -82,6 +84,12 @@ class DecoderCrops:
         grid, t, y, x = self.positions.draw(rng)  # t: the first predicted frame
         return clip_at(grid, self.videos[grid.video_id], t, self.cfg, self.size, self.stride,
                        (slice(y, y + self.crop), slice(x, x + self.crop)))
+
+
+def stack_clips(clips: list[DecoderClip]) -> DecoderClip:
+    """A batch of examples: each field stacked along a new first dimension."""
+    flowed = None if clips[0].flowed is None else torch.stack([c.flowed for c in clips])
+    return DecoderClip(torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips]), flowed)
 
 
 def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size: int, stride: int,
@@ -197,14 +205,17 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     scheduler = lr_schedule(optimizer, cfg.steps)
     best = {task: Best() for task in TASKS}  # each body's best weights, by its own task's validation
+    # Crop i is drawn from its own seeded generator, so the batches are the same in any worker.
+    batches = iter(DataLoader(crops, batch_size=cfg.batch_size, sampler=range(cfg.steps * cfg.batch_size),
+                              num_workers=cfg.loader_workers, collate_fn=stack_clips,
+                              pin_memory=device.type == "cuda"))
     bar = tqdm(range(cfg.steps), desc="train_decoder")
     for step in bar:
         decoder.train()
-        clips = [crops[step * cfg.batch_size + j] for j in range(cfg.batch_size)]
-        codes = torch.stack([c.codes for c in clips]).to(device)
-        frames = torch.stack([c.frames for c in clips]).to(device)
-        flowed = None if cfg.motion != "flow" else torch.stack([c.flowed for c in clips]).to(device)
-        examples = decoded_examples(model, decoder, codes, frames, flowed, cfg.horizon)
+        batch = next(batches)
+        flowed = None if batch.flowed is None else batch.flowed.to(device)
+        examples = decoded_examples(model, decoder, batch.codes.to(device), batch.frames.to(device), flowed,
+                                    cfg.horizon)
         loss = decoder_loss(*examples, cfg, motion_threshold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
