@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 CPU_BUFFER = 2**21  # floats of each CPU thread's (chunk, k) buffer: its rows are CPU_BUFFER // k (at least 64)
-GROUP = 64  # centroids a group of the CPU's two-level minimum (32 to 256 were within 5% of each other)
+GROUP = 64  # centroids a group of the CPU's two-level minimum
 DEVICE_CHUNK = 8192  # rows per product on a GPU: enough to keep it busy, 330 MB at k = 10,000
 RECHECK_ROWS = 64  # near-tie rows recomputed on the CPU together, against their candidates' union
 
@@ -62,12 +62,12 @@ def assign_codes(x: np.ndarray | torch.Tensor, centroids: np.ndarray | torch.Ten
     c_sq[:len(c)] = (c * c).sum(1)
     chunk = chunk or max(64, CPU_BUFFER // len(padded))
     out = torch.empty(len(x), dtype=torch.int64)
-    parts = min(torch.get_num_threads(), -(-len(x) // chunk))
+    threads = torch.get_num_threads()
+    parts = min(threads, -(-len(x) // chunk))
     if parts <= 1:
         _search_rows(x, padded, c_sq, out, chunk)
         return out.numpy()
     bounds = np.linspace(0, len(x), parts + 1).astype(int).tolist()
-    threads = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(parts) as pool:
             list(pool.map(lambda a, b: _search_rows(x[a:b], padded, c_sq, out[a:b], chunk, single_threaded=True),

@@ -48,6 +48,12 @@ class Scores:
         return out
 
 
+def target_frames(grid: CodeGrid, part: str) -> range:
+    """The frames of `part` that are scored: all but a video's first, which has no past."""
+    start, stop = grid.part(part)
+    return range(max(start, 1), stop)
+
+
 @dataclass
 class _Slot:
     """One video in a batch of `predict_videos`: its codes up to the part's end and where it is."""
@@ -78,9 +84,8 @@ def predict_videos(model, grids: list[CodeGrid], part: str, batch: int = 1, chun
     device = next(model.parameters()).device
     by_size: dict[tuple[int, ...], deque] = {}
     for index, grid in enumerate(grids):
-        start, stop = grid.part(part)
-        if stop > max(start, 1):
-            by_size.setdefault(tuple(grid.codes.shape[1:]), deque()).append((index, grid, max(start, 1), stop))
+        if targets := target_frames(grid, part):
+            by_size.setdefault(tuple(grid.codes.shape[1:]), deque()).append((index, grid, targets.start, targets.stop))
     for waiting in by_size.values():
         running: list[_Slot] = []
         while waiting or running:
@@ -119,8 +124,9 @@ def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | N
     `progress` shows a bar over the videos.
     """
     terms: list[list[list[float]]] = [[] for _ in grids]  # per video, per scored frame
-    stops = [grid.part(part)[1] for grid in grids]
-    with tqdm(total=len(grids), desc=f"scoring {part} frames", unit="video", disable=not progress) as bar:
+    stops = [target_frames(grid, part).stop for grid in grids]
+    scored = sum(bool(target_frames(grid, part)) for grid in grids)
+    with tqdm(total=scored, desc=f"scoring {part} frames", unit="video", disable=not progress) as bar:
         for index, t, nll, logp, state, codes in predict_videos(model, grids, part, batch):
             target, previous = codes[t].astype(np.int64), codes[t - 1].astype(np.int64)
             row = [float(nll.sum()), 0.0, 0.0, target.size]
