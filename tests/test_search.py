@@ -11,7 +11,7 @@ import torch
 
 from videolm.codes.codebook import lloyd_kmeans
 from videolm.codes.patches import extract_patches
-from videolm.codes.search import assign_codes, assign_codes_checked
+from videolm.codes.search import assign_codes, assign_codes_checked, pad_centroids, tile_distances, tile_rows
 from videolm.data.samples import find_sample_files
 from videolm.data.video import decode_gray
 
@@ -27,18 +27,29 @@ def real_patches() -> tuple[np.ndarray, np.ndarray]:
     return x, lloyd_kmeans(x, 512, 10, "random", 0, seed=0)
 
 
-def test_cpu_values_do_not_depend_on_what_shares_the_product(real_patches):
-    """What the recheck relies on: the CPU's distance of a (row, centroid) pair is the same bits
-    whichever other rows and centroids are in its matrix product."""
+@pytest.mark.bits
+def test_a_rows_distances_do_not_depend_on_its_tile(real_patches):
+    """What the search's identity rests on: in the search's one product (a tile of
+    `tile_rows(k)` rows, single-threaded), a row's distances are the same bits whichever rows
+    share its tile and wherever it sits in it."""
     x, c = (torch.from_numpy(a) for a in real_patches)
-    c_sq = (c * c).sum(1)
-    full = torch.addmm(c_sq, x[:512], c.T, alpha=-2.0)
-    rng = np.random.default_rng(1)
-    for n_rows, n_cols in ((1, 1), (3, 2), (64, 17), (200, 300)):
-        rows = torch.from_numpy(np.sort(rng.choice(512, n_rows, replace=False)))
-        cols = torch.from_numpy(np.sort(rng.choice(512, n_cols, replace=False)))
-        part = torch.addmm(c_sq[cols], x[rows], c[cols].T, alpha=-2.0)
-        assert torch.equal(part, full[rows][:, cols])
+    padded, c_sq = pad_centroids(c)
+    tile = tile_rows(len(c))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = tile_distances(x[:tile], padded, c_sq, torch.empty(tile, len(padded)))
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            rows = torch.from_numpy(rng.permutation(len(x))[:tile])
+            rows[rng.integers(tile)] = 5  # row 5, somewhere in a tile of other rows
+            other = tile_distances(x[rows], padded, c_sq, torch.empty(tile, len(padded)))
+            assert torch.equal(other[rows == 5], reference[5:6].expand(int((rows == 5).sum()), -1))
+        alone = torch.zeros(tile, x.shape[1])
+        alone[tile - 1] = x[5]  # the last row of a tile padded with zeros
+        assert torch.equal(tile_distances(alone, padded, c_sq, torch.empty(tile, len(padded)))[tile - 1], reference[5])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cpu_codes_are_the_first_nearest(real_patches):
@@ -52,26 +63,36 @@ def test_cpu_codes_are_the_first_nearest(real_patches):
     assert np.allclose(distances[np.arange(3000), codes], distances[np.arange(3000), exact], rtol=0, atol=1e-3)
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize("k", [5, 64, 300, 562])
 def test_cpu_codes_are_the_whole_rows_first_minimum(real_patches, k):
     """The two-level minimum (groups, then within the first group holding the minimum) gives what
-    `torch.min` over each whole row of distances gives, bit for bit: with exact ties (centroids
-    repeated), with k below, at and across multiples of the group, in chunks of any size and over
-    any number of threads."""
+    `torch.min` over each whole row of the tile's distances gives, bit for bit: with exact ties
+    (centroids repeated), with k below, at and across multiples of the group; and a row's code
+    is the same whichever rows are searched with it, over any number of threads."""
     x, c = real_patches
     c = np.concatenate([c, c])[:k]
-    reference = torch.min(torch.addmm(torch.from_numpy((c * c).sum(1)), torch.from_numpy(x),
-                                      torch.from_numpy(c).T, alpha=-2.0), 1).indices.numpy()
+    padded, c_sq = pad_centroids(torch.from_numpy(c))
+    tile = tile_rows(k)
     threads = torch.get_num_threads()
     try:
-        for n_threads, chunk in ((1, 0), (2, 0), (2, 333), (3, 97)):
+        torch.set_num_threads(1)
+        rows = torch.zeros(-(-len(x) // tile) * tile, x.shape[1])
+        rows[:len(x)] = torch.from_numpy(x)
+        reference = torch.cat([torch.min(tile_distances(rows[i:i + tile], padded, c_sq, torch.empty(tile, len(padded))),
+                                         1).indices for i in range(0, len(rows), tile)])[:len(x)].numpy()
+        cuts = [0, 3, 333, 1000, 1001, len(x)]
+        for n_threads in (1, 2, 3):
             torch.set_num_threads(n_threads)
-            np.testing.assert_array_equal(assign_codes(x, c, chunk=chunk), reference)
+            np.testing.assert_array_equal(assign_codes(x, c), reference)
+            pieces = [assign_codes(x[a:b], c) for a, b in zip(cuts[:-1], cuts[1:])]
+            np.testing.assert_array_equal(np.concatenate(pieces), reference)
             assert torch.get_num_threads() == n_threads  # the search's threads leave the setting as it was
     finally:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize("chunk", [997, 8192])
 def test_checked_search_gives_the_cpu_codes_on_real_patches(real_patches, chunk):
     x, c = real_patches
@@ -81,6 +102,7 @@ def test_checked_search_gives_the_cpu_codes_on_real_patches(real_patches, chunk)
     assert 0 < near[0] < len(x) // 2  # the near ties went through the recheck; most rows did not
 
 
+@pytest.mark.bits
 def test_checked_search_recheck_fixes_a_wrong_fast_pass(real_patches):
     """Near ties are recomputed: with centroids that differ by less than the bound, every row is a
     near tie, and the recheck alone must give the CPU's first nearest."""

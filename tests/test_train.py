@@ -106,6 +106,7 @@ def test_predict_videos_matches_one_pass(codebook):
     assert [t for _, t, _, _, _, _ in predict_videos(model, [short], "train")] == [1, 2, 3]
 
 
+@pytest.mark.bits
 def test_scores_do_not_depend_on_the_batch(codebook):
     """Videos scored together give the same bits as one at a time: videos of two grid sizes and
     several lengths (so batches refill, and last chunks are padded), parts that start late, a

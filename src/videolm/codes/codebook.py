@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
 from videolm.codes.patches import PatchSample, reconstruct
 from videolm.codes.search import assign_codes
@@ -55,6 +54,8 @@ class Codebook:
         if cfg.method == "lloyd":
             centroids = lloyd_kmeans(sample.train, cfg.k, cfg.max_iter, cfg.init, init_size, seed, device)
         else:
+            from sklearn.cluster import MiniBatchKMeans  # imported where used: the search and scoring never need it
+
             kmeans = MiniBatchKMeans(n_clusters=cfg.k, init=cfg.init, init_size=init_size, batch_size=cfg.batch_size,
                                      max_iter=cfg.max_iter, max_no_improvement=None, tol=0.0, n_init=1,
                                      random_state=seed)
@@ -110,6 +111,8 @@ def lloyd_kmeans(x: np.ndarray, k: int, iterations: int, init: str, init_size: i
     rng = np.random.default_rng(seed)
     points = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     if init == "k-means++":
+        from sklearn.cluster import kmeans_plusplus
+
         pool = x[rng.choice(len(x), init_size, replace=False)]
         start, _ = kmeans_plusplus(pool, k, random_state=np.random.RandomState(seed))
     else:
