@@ -4,7 +4,7 @@ compiled alternate twice, each a fresh model, median of 5 x 10 steps after 3 war
 
     python benchmarks/compile_step.py [k]
 """
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

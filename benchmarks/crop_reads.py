@@ -3,7 +3,7 @@ out-of-core training data. Run from a workspace where `dvc repro` has made data/
 
     python benchmarks/crop_reads.py
 """
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

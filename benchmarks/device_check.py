@@ -19,7 +19,7 @@ rates, the peak GPU memory of each stage and the projection into its section of 
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

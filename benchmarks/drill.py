@@ -36,7 +36,7 @@ of the file is kept, and `run.py` keeps this section when it rewrites the file.
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

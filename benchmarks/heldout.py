@@ -12,7 +12,7 @@ optical flow and the codebook's own reconstruction. The table goes to `--out`.
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

@@ -5,7 +5,7 @@ Run from a workspace where `dvc repro` has made data/codebook.h5:
 
     python benchmarks/own_predictions.py
 """
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

@@ -38,7 +38,7 @@ Pairs (`--only` picks some):
 
 from __future__ import annotations
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

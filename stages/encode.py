@@ -4,7 +4,7 @@ Of one shard's videos only, reading one shard folder of `extract_frames` or with
 (docs/scale-out.md: "Across machines"); the PSNR is then that shard's.
 """
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

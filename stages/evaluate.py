@@ -2,7 +2,7 @@
 filling, by the model's codes and by its pixel decoder, against copy-last, optical-flow and
 codebook baselines (PSNR / SSIM / sharpness); pictures."""
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

@@ -5,7 +5,7 @@ how many were kept and skipped. With `shard.count` > 1 only the videos of shard 
 are decoded, and the metrics count that shard (docs/scale-out.md: "Across machines").
 """
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

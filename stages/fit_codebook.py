@@ -1,7 +1,7 @@
 """Stage `fit_codebook`: k-means over the sampled patches (`codebook.method`: MiniBatchKMeans or
 full-batch Lloyd), and the codebook's quantization metrics."""
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

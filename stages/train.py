@@ -9,7 +9,7 @@ With `train.processes` > 1 this script starts itself again under torchrun, one p
 rank, and waits; only rank 0 writes the outputs.
 """
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

@@ -1,7 +1,7 @@
 """Stage `train_decoder`: the pixel decoder on top of the trained model (frozen), trained on
 the model's own rollouts over training frames; the weights of the best validation loss are kept."""
 
-import videolm  # noqa: F401 (first: it sets how the math libraries run, before any of them loads)
+import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before torch loads)
 
 # isort: split
 

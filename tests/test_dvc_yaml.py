@@ -27,7 +27,7 @@ for name in sorted(sys.modules):
 def imported_sources(script: str) -> set[str]:
     """Project source files (relative paths) loaded by importing a stage script, less the
     subpackages' `__init__.py` files (which hold no code: `test_package_inits_hold_no_code`).
-    The package's own `__init__.py` sets how the math libraries run: a dep of every stage."""
+    The package's own `__init__.py` sets how OpenMP threads wait: a dep of every stage."""
     out = subprocess.run([sys.executable, "-c", IMPORTED, script], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in out.split()}

@@ -56,7 +56,7 @@ def test_bit_identity_under(name):
     capability = "import torch; print('ATen capability:', torch.backends.cpu.get_cpu_capability())"
     run = subprocess.run(
         [sys.executable, "-c", f"{capability}; import pytest; raise SystemExit(pytest.main())",
-         "-m", "bits", "-o", "addopts=", "-p", "no:cacheprovider", "-q", str(TESTS / "test_tiles.py"),
+         "-m", "bits", "-o", "addopts=", "-p", "no:cacheprovider", "-q", str(TESTS / "test_framewise.py"),
          str(TESTS / "test_search.py"), str(TESTS / "test_train.py")],
         env=env, capture_output=True, text=True, timeout=600)
     tail = run.stdout[-3000:] + run.stderr[-2000:]

@@ -23,6 +23,7 @@ from videolm.codes.grids import CodeGrid
 from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import Baselines
 from videolm.image_metrics import psnr_from_mse
+from videolm.model import framewise
 
 
 @dataclass
@@ -77,8 +78,8 @@ def predict_videos(model, grids: list[CodeGrid], part: str, batch: int = 1, chun
     ends, the next one of that size takes its place with a fresh state, and a video's last chunk
     is padded with code 0 whose predictions are dropped. Each video's frames come in order; the
     videos interleave. A video's codes are read when it starts, so at most `batch` are held; the
-    logits of `batch` x `chunk` frames are held at once. The model runs on its own device; nll
-    comes back as a numpy array.
+    scores (logits) are made one frame at a time, as they are used. The model runs on its own
+    device; nll comes back as a numpy array.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -101,11 +102,13 @@ def predict_videos(model, grids: list[CodeGrid], part: str, batch: int = 1, chun
             if any(slot.state is not None for slot in running):
                 fresh = next(slot.state for slot in running if slot.state is not None)
                 state = torch.stack([torch.zeros_like(fresh) if slot.state is None else slot.state for slot in running])
-            logits, _, states = model(x, state, every_state=True)  # predicts frames position+1 .. position+n
+            feats, weight, bias, states = model.head_inputs(x, state)  # predicts frames position+1 .. position+n
+            states = states.permute(0, 1, 4, 2, 3)  # (B, T, hidden, H, W)
             for row, (slot, n) in enumerate(zip(running, lengths)):
                 for step in range(max(slot.first - 1 - slot.position, 0), n):
                     t = slot.position + step + 1
-                    logp = F.log_softmax(logits[row, step].float(), -1)  # (H, W, k)
+                    logits = framewise.linear(feats[row, step], weight, bias)  # (H, W, k): one frame's scores
+                    logp = F.log_softmax(logits.float(), -1)
                     nll = -logp.gather(-1, slot.x[t][..., None]).squeeze(-1)
                     yield slot.index, t, nll.cpu().numpy(), logp, states[row:row + 1, step], slot.codes
                 slot.state, slot.position = states[row, n - 1], slot.position + n
@@ -120,7 +123,7 @@ def score_part(model, grids: list[CodeGrid], part: str, baselines: Baselines | N
     what it returns (a sequence of floats, or None) is summed into `Scores.extra`. `batch` videos
     of one grid size run through the model together (`predict_videos`); every frame's terms are
     kept and summed in the videos' and frames' order, so the scores do not depend on `batch`
-    (on the CPU, to the bit: the model's values do not depend on what shares its batch).
+    (on the CPU, to the bit: the model's products cover one frame each, `model/framewise.py`).
     `progress` shows a bar over the videos.
     """
     terms: list[list[list[float]]] = [[] for _ in grids]  # per video, per scored frame

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from videolm.config import ModelConfig
-from videolm.model import tiles
+from videolm.model import framewise
 from videolm.model.linear_ce import linear_cross_entropy
 
 NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
@@ -90,7 +90,7 @@ class RCNN(nn.Module):
         state = states.permute(0, 1, 4, 2, 3) if every_state else states[:, -1].permute(0, 3, 1, 2)
         if targets is not None:
             return None, linear_cross_entropy(feats, weight, bias, targets), state
-        return tiles.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
+        return framewise.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
 
     def head_inputs(self, codes: torch.Tensor, state: torch.Tensor | None = None):
         """codes (B, T, H, W) int64 -> (feats (B, T, H, W, D), weight (k, D), bias (k,), states).
@@ -99,29 +99,29 @@ class RCNN(nn.Module):
         that callers can take them a chunk of rows at a time (the loss, `sample_linear`) instead of
         holding all (B*T*H*W, k) of them. `state` (B, hidden, H, W) continues the sequence;
         `states` (B, T, H, W, hidden) are the recurrent states of every step, channels last.
-        Without gradients on the CPU every product runs in fixed tiles (`tiles`), so that a video's
+        Without gradients on the CPU every product covers one frame (`framewise`), so that a video's
         values do not depend on what shares its batch.
         """
         b, t, h, w = codes.shape
         table = self.embed.weight()  # (k, E)
-        x = table[codes].permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)  # (B*T, E, H, W)
+        x = table[codes].reshape(b * t, h, w, -1).permute(0, 3, 1, 2)  # (B*T, E, H, W), channels last
         for layer in self.inputs:
-            x = tiles.conv2d(layer, x) if isinstance(layer, nn.Conv2d) else layer(x)
-        x = x.reshape(b, t, -1, h, w).permute(0, 1, 3, 4, 2)  # (B, T, H, W, C), all steps at once
+            x = framewise.conv2d(layer, x) if isinstance(layer, nn.Conv2d) else layer(x)
+        x = x.permute(0, 2, 3, 1).reshape(b, t, h, w, -1)  # (B, T, H, W, C), all steps at once
         # The 1x1 recurrence is a matrix product over channels, run channels-last: one matmul per
         # step, and the features come out in the layout the output layer reads (no copy).
         recur = self.recur.weight[:, :, 0, 0]  # (C, C)
         state = x.new_zeros(b, h, w, self.cfg.hidden) if state is None else state.permute(0, 2, 3, 1)
         states = []
         for step in range(t):
-            state = self.act(x[:, step] + tiles.linear(state, recur))  # (B, H, W, C)
+            state = self.act(x[:, step] + framewise.linear(state, recur))  # (B, H, W, C)
             states.append(state)
         states = torch.stack(states, 1)  # (B, T, H, W, C)
         feats = dropout(states, self.cfg.dropout, self.training)
         if self.cfg.head == "independent":  # scores = feats W^T + b
             feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
         else:  # scores = out(feats) table^T + b
-            feats = tiles.linear(feats, self.out.weight, self.out.bias)  # (.., E)
+            feats = framewise.linear(feats, self.out.weight, self.out.bias)  # (.., E)
             weight, bias = table, self.out_bias  # (k, E), (k,)
         return feats, weight, bias, states
 
