@@ -3,7 +3,7 @@
     python benchmarks/run.py            # small sizes
     python benchmarks/run.py --full     # paper-scale sizes (k=10,000): the sizes RESULTS.md reports
     python benchmarks/run.py --smallest # what the smoke test runs
-    python benchmarks/run.py --full --only stages --out /tmp/stages.md   # some pairs only
+    python benchmarks/run.py --full --only stages --out /tmp/stages.md   # some pairs only (printed; --out: kept)
 
 Every timing is the median (and min..max) of `--repeats` runs of the project's code and of its
 reference on the same input, taken one after the other (in this process, or in processes of
@@ -11,7 +11,9 @@ their own where the setting compared is fixed per process), so the ratio compare
 like on whatever machine runs it. Timings are not tests: nothing here asserts a speed.
 Peak memory is taken the same way, each run a stage subprocess (`memory.py`).
 Results go to `benchmarks/RESULTS.md` (or `--out`), with the machine's facts; the scale drill's
-section of that file (`drill.py`: the whole pipeline on 200 clips, per stage) is kept.
+section of that file (`drill.py`: the whole pipeline on 200 clips, per stage) is kept. A run of
+some pairs (`--only`) prints its table and writes a file only where `--out` names one, so it
+never replaces the table of every pair.
 
 Pairs (`--only` picks some):
 - decode: `videolm.data.video.decode_gray` (PyAV, gray, scaled) against the ffmpeg CLI (the binary
@@ -167,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", help="comma-separated pairs to run (default: all): decode, encode, codebook, "
                                        "train, shared, memory, stages, workers, scoring")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--out", type=Path, help="the table's file (default: RESULTS.md beside this script for a run "
+                                                  "of every pair; a run with --only prints its table and writes "
+                                                  "no file unless --out names one)")
     args = parser.parse_args(argv)
     load_at_start = os.getloadavg()
     size = args.size or "small"
@@ -190,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--only: no pair named {', '.join(unknown)} (pairs: {', '.join(pairs)})")
     rows = [row for name in chosen for row in pairs[name]()]
     text = report(rows, size, args.repeats, load_at_start)
-    args.out.write_text(text + kept_section(args.out))
+    out = args.out or (None if args.only else Path(__file__).with_name("RESULTS.md"))
+    if out is not None:  # a partial run never replaces the committed table of every pair
+        out.write_text(text + kept_section(out))
     print(text)
 
 

@@ -51,6 +51,16 @@ def test_benchmarks_run_at_the_smallest_size(tmp_path):
     assert "an earlier table" not in table and table.endswith("\n" + OLD_DRILL)  # the drill's section is kept
 
 
+def test_a_run_of_some_pairs_prints_and_keeps_the_committed_table():
+    committed = ROOT / "benchmarks/RESULTS.md"
+    before = committed.read_bytes()
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/run.py"), "--smallest", "--repeats", "1",
+                          "--only", "encode"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| encode, 2,000 patches, k=64, d=64 |" in run.stdout
+    assert committed.read_bytes() == before
+
+
 def test_drill_section_replaces_its_own_and_keeps_the_rest(tmp_path):
     out = tmp_path / "RESULTS.md"
     report.write_section(out, "first")  # a new file: the section alone

@@ -50,9 +50,10 @@ def deep_update(base: dict, new: dict) -> dict:
     return base
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    """Run a command in the project copy, importing the copy's own `src/` (not the installed one)."""
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+def run(cmd: list[str], cwd: Path, path: list[Path] = ()) -> str:
+    """Run a command in the project copy, importing the copy's own `src/` (not the installed one),
+    with the folders of `path` before it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, cwd / "src"]))}
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout

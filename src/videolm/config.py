@@ -328,7 +328,7 @@ class Params(_Section):
 
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds patch sampling, k-means, splits, crops and "
                                                          "weights (a 32-bit seed)")
-    workers: int = Field(0, ge=0, description="worker processes of the extract_frames and encode stages, each "
+    workers: int = Field(0, ge=0, description="worker processes of the extract_frames, sample_patches and encode stages, each "
                                               "working on one video at a time with one torch thread; 0 = one "
                                               "per available core (the default), 1 = none (in the "
                                               "stage's own process). The outputs are the same bytes whatever the "
