@@ -14,6 +14,7 @@ import videolm  # noqa: F401 (first: it sets how OpenMP threads wait, before tor
 # isort: split
 
 import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from videolm.codes.grids import load_code_grids
 from videolm.errors import VideoLMError
 from videolm.io import guard_outputs, write_json
 from videolm.model.checkpoint import Checkpoint
-from videolm.stage import run_stage
+from videolm.stage import Interrupted, run_stage
 from videolm.training.distributed import Ranks, launch_torchrun, under_torchrun
+from videolm.training.state import TrainState
 from videolm.training.train import train_model
 
 
@@ -51,7 +53,10 @@ def main(params) -> str | None:
                 live[0].log_metric(name, value)
             live[0].next_step()
 
-        model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume, seconds)
+        try:
+            model, summary = train_model(grids, codebook, params, log_epoch, params.paths.resume, seconds)
+        except KeyboardInterrupt as err:
+            raise Interrupted(resume_note(params), getattr(err, "signum", signal.SIGINT)) from None
     if not Ranks.launched().main:
         return None
     checkpoint = Checkpoint(model.state_dict(), params.model.model_dump(), codebook.digest)
@@ -61,6 +66,17 @@ def main(params) -> str | None:
     return (f"{summary['epochs_run']} epochs of {params.train.steps_per_epoch} steps (steps {seconds['steps']:.0f} s, "
             f"validation {seconds['validation']:.0f} s); best epoch {summary['best_epoch']}, val perplexity "
             f"{summary['val_perplexity']:.2f}")
+
+
+def resume_note(params) -> str:
+    """What an interrupted run leaves to resume from: the step of its last resume state."""
+    state = TrainState.load(params.paths.resume)
+    total = params.train.epochs * params.train.steps_per_epoch
+    if state is None:
+        return ("no resume state was saved yet (one is saved at each epoch's end, and every "
+                "train.checkpoint_every steps): the next run starts over")
+    return (f"the resume state of step {state.step} of {total} is in {params.paths.resume}: dvc repro, or this "
+            f"command again, resumes from it")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from videolm.data.extract import extract_frames
 from videolm.data.frames import list_frames
 from videolm.data.video import find_videos
 from videolm.errors import VideoLMError
-from videolm.io import COMPRESSION, create_h5, h5_dataset, write_attrs
+from videolm.io import COMPRESSION, h5_dataset, h5_writer, write_attrs
 
 K = 16
 SIZE = 8
@@ -90,7 +90,7 @@ def test_streamed_codes_are_the_bytes_of_codes_written_whole(frames_video, tmp_p
     encode_video(frames_video, codebook, 8, 3, tmp_path / "streamed.h5")
     grid = CodeGrid.load(tmp_path / "streamed.h5")
     save_grid(grid, tmp_path / "saved.h5", codebook, 8, frames_video.source)
-    with h5py.File(tmp_path / "streamed.h5", "r") as f, create_h5(tmp_path / "whole.h5") as g:
+    with h5py.File(tmp_path / "streamed.h5", "r") as f, h5_writer(tmp_path / "whole.h5") as g:
         h5_dataset(g, "codes", f["codes"][:], chunks=(1, *grid.codes.shape[1:]), **COMPRESSION)
         write_attrs(g, dict(f.attrs))
     whole = (tmp_path / "whole.h5").read_bytes()

@@ -27,19 +27,21 @@ def cpu_flags() -> set[str]:
 
 
 def settings() -> dict[str, dict[str, str]]:
-    """name -> environment of each math setting: ATen's dispatch, MKL's instructions and
-    conditional numerical reproducibility, oneDNN's ISA, threads; AVX2's and AVX-512's where the
-    CPU has them."""
+    """name -> environment of each run: every library setting this machine offers appears in one
+    (ATen's dispatch; MKL's instructions and its conditional numerical reproducibility; oneDNN's
+    ISA; one thread; the AVX-512 pins together), AVX2's and AVX-512's where the CPU has them.
+    Settings of different libraries share a run where each library reads only its own."""
     flags = cpu_flags()
     out = {"libraries' own choice": {}, "ATen default (no vectors)": {"ATEN_CPU_CAPABILITY": "default"},
-           "MKL CBWR COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"}, "MKL CBWR SSE4_2": {"MKL_CBWR": "SSE4_2"},
-           "oneDNN SSE41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+           "MKL CBWR COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
+           "MKL CBWR SSE4_2, oneDNN SSE41": {"MKL_CBWR": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
            "one OpenMP thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
     if {"avx2", "fma"} <= flags:
-        out |= {"ATen avx2": {"ATEN_CPU_CAPABILITY": "avx2"}, "MKL AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-                "MKL CBWR AVX2,STRICT": {"MKL_CBWR": "AVX2,STRICT"}, "oneDNN AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+        out |= {"ATen avx2, MKL AVX2, oneDNN AVX2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                                                     "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                "MKL CBWR AVX2,STRICT": {"MKL_CBWR": "AVX2,STRICT"}}
     if AVX512 <= flags:
-        out |= {"ATen avx512": {"ATEN_CPU_CAPABILITY": "avx512"}, "MKL AVX512": {"MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+        out |= {"ATen avx512, MKL AVX512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
                 "MKL CBWR AVX512,STRICT": {"MKL_CBWR": "AVX512,STRICT"},
                 "all pinned to AVX-512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT",
                                           "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "OPENBLAS_CORETYPE": "SkylakeX",

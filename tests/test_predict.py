@@ -159,7 +159,8 @@ def wrong_patch_size(ws: Path) -> None:
 @pytest.mark.parametrize("video, breaks, expected", [
     ("missing.mp4", None, ["missing.mp4: no such file"]),
     ("text.mp4", None, ["text.mp4: cannot open as a video"]),
-    ("tiny.mp4", None, ["tiny.mp4: frames 3x3 after data.scale=0.5 are smaller than the codebook's 4x4 patches"]),
+    ("tiny.mp4", None, ["tiny.mp4: frames 8x8 after data.scale=0.5 are smaller than data.min_size=16 (the pipeline's "
+                        "limit)"]),
     ("one.mp4", None, ["one.mp4: a single frame", "at least 2"]),
     ("square.mp4", break_model, ["models/model.pt: no model checkpoint", "run the train stage"]),
     ("square.mp4", break_codebook, ["data/codebook.h5: codebook not found", "run the fit_codebook stage"]),
@@ -168,7 +169,7 @@ def wrong_patch_size(ws: Path) -> None:
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, codebook, capsys, video, breaks, expected):
     workspace = write_workspace(tmp_path / "ws", codebook)
     square_video(tmp_path / "square.mp4")
-    square_video(tmp_path / "tiny.mp4", height=6, width=6)
+    square_video(tmp_path / "tiny.mp4", height=16, width=16)  # real, but too small for SSIM (>= 11 px a side)
     square_video(tmp_path / "one.mp4", n_frames=1)
     (tmp_path / "text.mp4").write_text("not a video\n")
     if breaks:

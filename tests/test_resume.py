@@ -1,6 +1,6 @@
-"""Resumable training: a run stopped part-way (an exception in-process, or the train stage killed
-with SIGKILL) and started again ends with the same bits as an uninterrupted run, curves
-included; a resume state of other params or data is not used; a diverging run fails with one
+"""Resumable training: a run stopped part-way (an exception in-process; the train stage stopped
+by SIGTERM, Ctrl-C or SIGKILL) and started again ends with the same bits as an uninterrupted run,
+curves included; an interrupted stage says in one line where it resumes; a resume state of other params or data is not used; a diverging run fails with one
 line and writes nothing."""
 
 from __future__ import annotations
@@ -149,32 +149,6 @@ def finished(codebook, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_killed_stage_resumes_to_the_same_bytes(codebook, finished, tmp_path):
-    killed = workspace(tmp_path / "killed", codebook)
-    process = train_stage(killed, wait=False)
-    deadline = time.monotonic() + 60
-    state = None
-    # aim within epoch 2: epoch 1's curves must be replayed, and its running loss resumed
-    while state is None or state.step <= STAGE_STEPS:
-        assert process.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
-        time.sleep(0.005)
-        state = TrainState.load(killed / RESUME)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    state = TrainState.load(killed / RESUME)
-    assert state.epoch >= 1 and state.step < 3 * STAGE_STEPS
-    assert os.listdir(killed / "models") == [".resume"]  # no checkpoint, no partial file
-    assert not (killed / "metrics/train.json").exists()
-
-    resumed = train_stage(killed)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming at step {state.step} of {3 * STAGE_STEPS}" in resumed.stderr
-    # the same bytes: the same weights and curves, and no wall-clock figure in any output
-    assert read(killed) == read(finished)
-    assert not (killed / RESUME).exists()
-
-
-@pytest.mark.slow
 def test_diverging_stage_fails_and_keeps_the_last_outputs(finished):
     before = read(finished)
     result = train_stage(finished, "model.nonlinearity=relu", "train.lr=1e20", "train.grad_clip=0")
@@ -183,3 +157,42 @@ def test_diverging_stage_fails_and_keeps_the_last_outputs(finished):
         f"error: training diverged: the training loss is nan at epoch 1, step 2 of {STAGE_STEPS}; lower train.lr "
         "(now 1e+20) or clip gradients with train.grad_clip (now 0; 0 = off)")
     assert read(finished) == before  # the last run's model, metrics and curves are kept
+
+
+@pytest.mark.slow
+def test_a_stopped_stage_says_where_it_resumes_and_resumes_to_the_same_bytes(codebook, finished, tmp_path):
+    """One run stopped three times, each time later: by SIGTERM (a scheduler) and by Ctrl-C
+    (SIGINT), each ending with one line naming the step of the resume state and the exit status
+    of that signal; then killed (SIGKILL) within epoch 2, so that epoch 1's curves must be replayed
+    and its running loss resumed. None leaves a model or a partial file, and the run that follows
+    ends with the uninterrupted run's bytes."""
+    cwd = workspace(tmp_path / "stopped", codebook)
+    step = 0
+    for signum, status, name in ((signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C"),
+                                 (signal.SIGKILL, -signal.SIGKILL, None)):
+        command = [sys.executable, str(ROOT / "stages/train.py"), *STAGE_ARGS]
+        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, state = time.monotonic() + 60, None
+        floor = step if name else max(step, STAGE_STEPS)
+        while state is None or state.step <= floor:
+            assert process.poll() is None and time.monotonic() < deadline, "the stage ended before it was stopped"
+            time.sleep(0.005)
+            state = TrainState.load(cwd / RESUME)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == status, stderr
+        step = TrainState.load(cwd / RESUME).step
+        if name:
+            assert stderr.rstrip().splitlines()[-1].endswith(
+                f"error: train: interrupted ({name}); nothing half-written was left, and the previous outputs are as "
+                f"they were; the resume state of step {step} of {3 * STAGE_STEPS} is in {RESUME}: dvc repro, or this "
+                f"command again, resumes from it")
+        assert os.listdir(cwd / "models") == [".resume"]  # no checkpoint, no partial file
+        assert not (cwd / "metrics/train.json").exists()
+    assert STAGE_STEPS < step < 3 * STAGE_STEPS
+    resumed = train_stage(cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {step} of {3 * STAGE_STEPS}" in resumed.stderr
+    assert read(cwd) == read(finished)  # the same weights and curves, and no wall-clock figure in any output
+    assert not (cwd / RESUME).exists()

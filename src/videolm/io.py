@@ -132,7 +132,8 @@ def atomic_path(path: str | Path, stage: str):
 
     Works for files and folders; a folder is given `stage`'s mark (a file's writer marks it in
     its own format). `path` is replaced only if it is a previous output of `stage`; on an
-    exception it is left as it was and the temporary path is removed.
+    exception it is left as it was and the temporary path is removed. A refused write that names
+    no file (`Path.write_text`'s, say) is raised naming the temporary path.
     """
     path = Path(path)
     check_replaceable(path, stage)
@@ -147,6 +148,10 @@ def atomic_path(path: str | Path, stage: str):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # checked above: a folder this stage made
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a refused write names no file: name the output being written
+            raise OSError(err.errno, err.strerror, str(tmp)) from err
+        raise
     finally:
         _remove(tmp)
 
@@ -181,9 +186,73 @@ def write_json(path: str | Path, data, stage: str) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def create_h5(path: str | Path) -> h5py.File:
-    """Open a new HDF5 file for writing; use `h5_dataset` to add data without timestamps."""
-    return h5py.File(path, "w", libver="earliest", track_order=False)
+class _NeverFailingFile:
+    """The file HDF5 writes through (h5py's file-object driver), which never fails a write.
+
+    HDF5 is not safe when a write fails (a full disk, a file-size limit): it can crash while
+    closing the file. So the first `OSError` of a write is kept, and that write and every later
+    one are dropped but reported as done; `h5_writer` raises the error once HDF5 has closed the
+    file. Writes go straight to the file descriptor (no buffer), so an error is seen at once."""
+
+    def __init__(self, path: Path, mode: str):
+        self.path = path
+        self.file = open(path, mode, buffering=0)
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while self.error is None and view:
+                view = view[self.file.write(view):]
+        except OSError as err:
+            self.error = OSError(err.errno, err.strerror, str(self.path))
+        return len(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.file.truncate(size)
+            except OSError as err:
+                self.error = OSError(err.errno, err.strerror, str(self.path))
+        return size if size is not None else self.file.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def h5_writer(path: str | Path, mode: str = "w"):
+    """An HDF5 file opened for writing (`mode` "w": a new file; "r+": an existing one), closed at
+    the end of the block; use `h5_dataset` to add data without timestamps. A write the file
+    system refuses (no space left, a file-size limit) is raised as that `OSError`, naming `path`,
+    after HDF5 has closed the file: HDF5 itself never meets a failing write (`_NeverFailingFile`).
+    The bytes are those of h5py's default driver."""
+    sink = _NeverFailingFile(Path(path), "w+b" if mode == "w" else "r+b")
+    try:
+        with h5py.File(sink, mode, libver="earliest", track_order=False) as f:
+            yield f
+    except Exception:
+        if sink.error is None:
+            raise
+    finally:
+        sink.file.close()
+    if sink.error is not None:
+        raise sink.error
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """`data` into the file `path` with one plain write: a refused write is an ordinary `OSError`."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def h5_dataset(f: h5py.File, name: str, data=None, **kwargs) -> h5py.Dataset:
@@ -193,7 +262,7 @@ def h5_dataset(f: h5py.File, name: str, data=None, **kwargs) -> h5py.Dataset:
 
 def save_h5(path: str | Path, stage: str, datasets: dict[str, np.ndarray], attrs: dict) -> None:
     """A single-file HDF5 output: `datasets` and `attrs`, with `stage`'s mark, written atomically."""
-    with atomic_path(path, stage) as tmp, create_h5(tmp) as f:
+    with atomic_path(path, stage) as tmp, h5_writer(tmp) as f:
         for name, data in datasets.items():
             h5_dataset(f, name, data)
         write_attrs(f, {**attrs, MARK: stage})

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_parser(commands)
     info.add_parser(commands)
     args = parser.parse_args(argv)
-    with user_errors():
+    with user_errors(f"videolm {args.command}"):
         args.run(args)
 
 

@@ -163,8 +163,8 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     if decoder is None:
         print(f"{paths['decoder']}: no pixel decoder (the train_decoder stage makes it); the predictions shown are "
               f"the most likely codes, decoded by the codebook")
-    frames = np.stack(list(decode_usable(video, params.data, codebook.size,
-                                         f"the codebook's {codebook.size}x{codebook.size} patches")))
+    frames = np.stack(list(decode_usable(video, params.data, params.data.min_size,
+                                         f"data.min_size={params.data.min_size} (the pipeline's limit)")))
     baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
 
     stride = params.patches.stride

@@ -27,7 +27,7 @@ import torch
 from videolm.codes.codebook import Codebook
 from videolm.codes.patches import extract_patches, grid_shape
 from videolm.errors import VideoLMError
-from videolm.io import COMPRESSION, create_h5, h5_dataset, h5_files, write_attrs
+from videolm.io import COMPRESSION, h5_dataset, h5_files, h5_writer, write_attrs
 
 if TYPE_CHECKING:  # only a type: encoding needs no video decoding code
     from videolm.data.frames import VideoFrames
@@ -130,7 +130,7 @@ def create_codes_file(path: str | Path, shape: tuple[int, int, int], codebook: C
     The chunks are flushed to the file before the attributes are written, so that a file's
     bytes (and DVC hash) do not depend on whether it was written whole or range by range.
     """
-    with create_h5(path) as f:
+    with h5_writer(path) as f:
         codes = h5_dataset(f, "codes", shape=shape, dtype=np.uint16, chunks=(1, *shape[1:]), **COMPRESSION)
         yield codes
         codes.flush()

@@ -19,7 +19,6 @@ from functools import partial
 from itertools import chain
 from pathlib import Path
 
-import h5py
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from videolm.config import DataConfig, ShardConfig
@@ -28,7 +27,7 @@ from videolm.data.parallel import map_in_order
 from videolm.data.split import assign_videos, split_bounds, split_rule, ucf101_assignment
 from videolm.data.video import Video, decode_usable, video_fps
 from videolm.errors import UnusableVideo, VideoError
-from videolm.io import ShardRecord, atomic_path, write_attrs, write_json, write_shard_record
+from videolm.io import ShardRecord, atomic_path, h5_writer, write_attrs, write_json, write_shard_record
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ def _extract_listed(out_dir: Path, cfg: DataConfig, unlisted: frozenset[str], vi
 def _relabel(video: VideoFrames, rule: str, part: str, cfg: DataConfig) -> VideoFrames:
     """Give a frames file written split by time its part of a split by whole videos."""
     train_end, val_end = split_bounds(part, video.n_frames, cfg)
-    with h5py.File(video.path, "r+") as f:
+    with h5_writer(video.path, "r+") as f:
         write_attrs(f, {"split_rule": rule, "part": part, "train_end": train_end, "val_end": val_end})
     return replace(video, train_end=train_end, val_end=val_end)
 

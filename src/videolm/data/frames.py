@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from videolm.errors import VideoError
-from videolm.io import COMPRESSION, create_h5, h5_dataset, h5_files, write_attrs
+from videolm.io import COMPRESSION, h5_dataset, h5_files, h5_writer, write_attrs
 
 BLOCK = 32  # frames appended to the HDF5 dataset at a time
 
@@ -61,7 +61,7 @@ def write_frames(path: Path, frames: Iterator[np.ndarray], split: Callable[[int]
     if first is None:
         raise VideoError(f"{attrs['source']}: no frames could be decoded")
     height, width = first.shape
-    with create_h5(path) as f:
+    with h5_writer(path) as f:
         dset = h5_dataset(f, "frames", shape=(0, height, width), maxshape=(None, height, width),
                           dtype=np.uint8, chunks=(1, height, width), **COMPRESSION)
         block = [first]

@@ -109,10 +109,11 @@ def _explained(future: Future, desc: str) -> Future:
 
 
 def _start_worker(fn: Callable) -> None:
-    """Initializer of each worker process: keep `fn`, use one thread for torch and OpenMP, and end
-    with the stage's process."""
+    """Initializer of each worker process: keep `fn`, use one thread for torch and OpenMP, leave
+    Ctrl-C to the stage's process, and end with it."""
     global _fn
     _fn = fn
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle: it waits for the items under way
     parent = multiprocessing.parent_process()
     die_with_parent(signal.SIGKILL, parent.pid if parent else None)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

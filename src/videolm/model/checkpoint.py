@@ -10,20 +10,24 @@ same bytes) and loaded with `weights_only=True`: loading either never runs code.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from videolm.errors import VideoLMError
-from videolm.io import MARK, atomic_path
+from videolm.io import MARK, atomic_path, write_bytes
 
 
 def save_fields(obj, path: str | Path, stage: str = "train") -> None:
     """`obj`'s dataclass fields as a dict with `stage`'s mark, written atomically."""
-    # a file object: the archive's inner name does not take the temp name
-    with atomic_path(path, stage) as tmp, open(tmp, "wb") as f:
-        torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: stage}, f)
+    # a file object: the archive's inner name does not take the temp name; built in memory and
+    # written with one plain write, so that a full disk is an ordinary OSError
+    buffer = io.BytesIO()
+    torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: stage}, buffer)
+    with atomic_path(path, stage) as tmp:
+        write_bytes(tmp, buffer.getvalue())
 
 
 def load_fields(cls, path: str | Path):
