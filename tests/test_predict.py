@@ -79,17 +79,22 @@ def run(tmp_path_factory, codebook):
 
 def test_writes_the_three_files_the_same_bytes_each_run(run):
     _, _, out, (first, second) = run
-    assert sorted(first) == ["square.gif", "square.json", "square.png"]
+    assert sorted(first) == ["square.json", "square.mp4", "square.png"]
     assert first == second
-    assert all(mark_of(out / name) == "predict" for name in ("square.gif", "square.png"))
+    assert all(mark_of(out / name) == "predict" for name in ("square.mp4", "square.png"))
 
 
-def test_animation_has_a_frame_per_predicted_frame(run):
-    _, _, out, _ = run
-    with Image.open(out / "square.gif") as gif:
-        assert gif.n_frames == N_FRAMES - 1
-        height, width = int(HEIGHT * SCALE), int(WIDTH * SCALE)
-        assert gif.size == (3 * width + 2 * GAP, 2 * LABEL_HEIGHT + height)  # truth | prediction | entropy
+def test_animation_has_a_frame_per_predicted_frame(run, tmp_path):
+    workspace, video, out, _ = run
+    height, width = int(HEIGHT * SCALE), int(WIDTH * SCALE)
+    size = (3 * width + 2 * GAP, 2 * LABEL_HEIGHT + height)  # truth | prediction | entropy, under two label rows
+    with av.open(str(out / "square.mp4")) as container:
+        pictures = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
+    assert len(pictures) == N_FRAMES - 1 and pictures[0].shape == (size[1] + size[1] % 2, size[0] + size[0] % 2)
+    main(["predict", str(video), "--workspace", str(workspace), "--out", str(tmp_path), "--format", "gif"])
+    with Image.open(tmp_path / "square.gif") as gif:
+        assert gif.n_frames == N_FRAMES - 1 and gif.size == size
+    assert (tmp_path / "square.json").read_bytes() == (out / "square.json").read_bytes()
     with Image.open(out / "square.png") as strip:
         assert strip.mode == "RGB" and strip.width > 8 * width
 

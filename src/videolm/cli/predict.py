@@ -10,23 +10,30 @@ workspace's pixel decoder's frame (`paths.decoder`; from the predicted distribut
 state and the frame before), or where there is none the most likely codes decoded by the
 codebook; the JSON scores both against copying the frame before. Into --out go:
 
-- `<stem>.gif` (or `.mp4`): truth | prediction | entropy, one frame per predicted frame;
+- `<stem>.mp4` (or `.gif`): truth | prediction | entropy, one frame per predicted frame, the
+  entropy on a fixed scale, 0 to log2(k) bits (the most a distribution over k codes has);
 - `<stem>.png`: up to 8 evenly spaced predicted frames, rows truth, prediction, entropy;
 - `<stem>.json`: the numbers (sorted keys, nothing that changes from run to run).
 
 Each file is written atomically and carries the `predict` mark (`videolm.io`): a file in the way
-that the command did not make is refused, never replaced. The video is held in memory (its gray
-frames, codes and predictions): this is for clips, not films. The copy-previous baseline is fit
-on the workspace's training codes, read one video at a time (seconds here; minutes for a
-UCF-101-sized workspace).
+that the command did not make is refused, never replaced. Memory does not grow with the video's
+length: the video is decoded twice, once to encode its codes (kept: 2 bytes a cell, 1/32 of
+its pixels' bytes) and once beside the model, a few frames at a time, and the MP4 is written as
+the frames are predicted. A GIF is held whole until it is written (Pillow's writer needs every
+frame): for clips, not films. The copy-previous baseline is fit on the workspace's training
+codes, read one video at a time (seconds here; minutes for a UCF-101-sized workspace).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-from dataclasses import dataclass, field
+import math
+from collections import deque
+from contextlib import closing
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,11 +49,11 @@ from videolm.errors import VideoLMError
 from videolm.evaluation.baselines import Baselines, fit_baselines
 from videolm.evaluation.flow import extrapolate_flow
 from videolm.evaluation.pictures import (
+    gif_writer,
+    mp4_writer,
     prediction_animation,
     prediction_panels,
     prediction_strip,
-    save_gif,
-    save_mp4,
     save_png,
 )
 from videolm.evaluation.scoring import entropy_bits, score_part
@@ -57,85 +64,84 @@ from videolm.model.pixel_decoder import PixelDecoder, decode_prediction, load_de
 
 STAGE = "predict"  # the mark on the files it writes
 STRIP_FRAMES = 8  # predicted frames shown in the PNG
+ENCODE_FRAMES = 32  # frames decoded and encoded at a time (the first pass)
 DEFAULT_FPS = 10  # of the animation, where the video does not say its frame rate
 
 
-@dataclass
-class Prediction:
-    """A video's 1-step predictions: for each predicted frame t (>= 1), the truth and the
-    prediction cropped to the patch grid (H', W'), and the entropy (bits) at each cell."""
-
-    indices: list[int] = field(default_factory=list)  # of the predicted frames in the video, from 0
-    truth: list[np.ndarray] = field(default_factory=list)
-    predicted: list[np.ndarray] = field(default_factory=list)
-    entropy: list[np.ndarray] = field(default_factory=list)
+def encode_stream(frames: Iterator[np.ndarray], codebook: Codebook, stride: int, device) -> np.ndarray:
+    """(T, H', W') codes of every frame, encoded `ENCODE_FRAMES` frames at a time: the video's
+    pixels are never held whole."""
+    parts = []
+    while chunk := list(islice(frames, ENCODE_FRAMES)):
+        parts.append(encode_frames(np.stack(chunk), codebook, stride, device))
+    return np.concatenate(parts)
 
 
-def predict_frames(model, frames: np.ndarray, codes: np.ndarray, codebook: Codebook, stride: int,
-                   baselines: Baselines, name: str, decoder: PixelDecoder | None,
-                   motion_threshold: float) -> tuple[dict, Prediction]:
+def predict_frames(model, frames: Iterator[np.ndarray], codes: np.ndarray, codebook: Codebook, stride: int,
+                   baselines: Baselines, name: str, decoder: PixelDecoder | None, motion_threshold: float,
+                   outputs: dict[str, Path], fps: int) -> dict:
     """Every frame t >= 1 of one video predicted from all the frames before it and scored, as the
-    evaluation scores a test video (`score_part`). Returns the metrics and the `Prediction`.
+    evaluation scores a test video (`score_part`), and drawn as it is predicted: the animation
+    frame by frame, the strip's frames kept. `frames` gives the video's frames again, in order
+    (the codes are `codes`); three are held at a time. Returns the metrics.
 
     The prediction shown is the pixel decoder's frame (from the predicted distribution, its state
     and frame t - 1) or, without a decoder, the most likely code at every cell decoded by the
     codebook. Both are scored (PSNR / SSIM / sharpness, full and moving: pixels more than
     `motion_threshold` gray levels from frame t - 1), beside copying frame t - 1."""
-    prediction = Prediction()
+    n = len(codes)
+    top = math.log2(codebook.k)  # the entropy colour scale's top, in bits: the same for every frame and video
+    strip_at = set((1 + np.linspace(0, n - 2, min(STRIP_FRAMES, n - 1))).round().astype(int).tolist())
+    strip: dict[int, list[np.ndarray]] = {}  # t -> panels, for the strip
     pools = {method: Pool() for method in ("model", "model_pixels", "copy_last")
              if decoder is not None or method != "model_pixels"}
-    bar = tqdm(total=len(codes) - 1, desc=f"predicting {name}", unit="frame")
+    window: deque[np.ndarray] = deque(maxlen=3)  # frames t - 2, t - 1, t
+    entropy = [0.0, 0]  # bits summed over the scored cells, cells
     h, w = covered_shape(*codes.shape[1:], codebook.size, stride)  # the part the patch grid covers
+    animation = outputs["animation"]
+    writer = (mp4_writer(animation, STAGE, fps) if animation.suffix == ".mp4"
+              else gif_writer(animation, STAGE, round(1000 / fps)))
 
-    def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
-        truth, previous = frames[t, :h, :w].astype(np.float64), frames[t - 1, :h, :w].astype(np.float64)
-        estimates = {"model": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
-                     "copy_last": previous}
-        if decoder is not None:
-            earlier = frames[max(t - 2, 0), :h, :w].astype(np.float64)
-            flowed = extrapolate_flow(earlier, previous, 1)[0] if t >= 2 else previous
-            estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous, earlier=earlier,
-                                                          flowed=flowed)
-        moving = moving_mask(truth, previous, motion_threshold)
-        for method, estimate in estimates.items():
-            pools[method].add(truth, estimate, moving)
-        prediction.indices.append(t)
-        prediction.truth.append(frames[t, :h, :w])
-        prediction.predicted.append(estimates["model_pixels" if decoder is not None else "model"])
-        prediction.entropy.append(entropy_bits(logp).cpu().numpy())
-        bar.update()
+    with tqdm(total=n - 1, desc=f"predicting {name}", unit="frame") as bar, writer as add:
+        window.append(next(frames))
 
-    with bar:
+        def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
+            window.append(next(frames))  # frame t: the callback comes for t = 1, 2, ... in order
+            truth, previous = window[-1][:h, :w].astype(np.float64), window[-2][:h, :w].astype(np.float64)
+            estimates = {"model": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
+                         "copy_last": previous}
+            if decoder is not None:
+                earlier = window[0][:h, :w].astype(np.float64)  # frame t - 2 (t = 1: frame 0)
+                flowed = extrapolate_flow(earlier, previous, 1)[0] if t >= 2 else previous
+                estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous, earlier=earlier,
+                                                              flowed=flowed)
+            moving = moving_mask(truth, previous, motion_threshold)
+            for method, estimate in estimates.items():
+                pools[method].add(truth, estimate, moving)
+            bits = entropy_bits(logp).cpu().numpy()
+            entropy[0] += float(bits.sum())
+            entropy[1] += bits.size
+            panels = prediction_panels(window[-1][:h, :w], estimates["model_pixels" if decoder is not None else "model"],
+                                       bits, codebook.size, stride, top)
+            add(prediction_animation([panels], [t], n, top)[0])
+            if t in strip_at:
+                strip[t] = panels
+            bar.update()
+
         scores = score_part(model, [CodeGrid(name, codes, train_end=0, val_end=0)], "test", baselines, keep)
-    metrics = {"frames": len(frames), "frame_size": list(frames.shape[1:]), "grid": list(codes.shape[1:]),
+    title = f"{outputs['strip'].stem}: each frame predicted from the frames before it; entropy 0-{top:.1f} bits"
+    save_png(outputs["strip"], prediction_strip(list(strip.values()), list(strip), title), STAGE)
+    metrics = {"frames": n, "frame_size": list(window[-1].shape), "grid": list(codes.shape[1:]),
                "patches_scored": scores.count, **scores.summary(),
-               "model_entropy_bits_per_patch": float(np.mean(prediction.entropy)),
+               "model_entropy_bits_per_patch": entropy[0] / entropy[1],
                "shown": "model_pixels" if decoder is not None else "model"}
     for method, pool in pools.items():
         metrics.update({f"{measure}_1step_{method}": value for measure, value in pool.result().items()})
     metrics["model_vs_copy_previous_bits"] = metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"]
-    return metrics, prediction
+    return metrics
 
 
-def write_outputs(outputs: dict[str, Path], prediction: Prediction, metrics: dict, codebook: Codebook, stride: int,
-                  fps: int) -> None:
-    """The animation (GIF or MP4, by its suffix), the PNG strip and the JSON metrics of a video's predictions."""
-    top = max(max(float(e.max()) for e in prediction.entropy), 1e-9)  # bits: the colour scale's top
-    panels = [prediction_panels(truth, predicted, entropy, codebook.size, stride, top)
-              for truth, predicted, entropy in zip(prediction.truth, prediction.predicted, prediction.entropy)]
-    animation = prediction_animation(panels, prediction.indices, metrics["frames"], top)
-    if outputs["animation"].suffix == ".gif":
-        save_gif(outputs["animation"], animation, STAGE, duration_ms=round(1000 / fps))
-    else:
-        save_mp4(outputs["animation"], animation, STAGE, fps)
-    shown = sorted(set(np.linspace(0, len(panels) - 1, min(STRIP_FRAMES, len(panels))).round().astype(int)))
-    title = f"{outputs['strip'].stem}: each frame predicted from the frames before it; entropy 0-{top:.1f} bits"
-    save_png(outputs["strip"], prediction_strip([panels[i] for i in shown], [prediction.indices[i] for i in shown],
-                                                title), STAGE)
-    write_json(outputs["metrics"], metrics, STAGE)
-
-
-def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gif", device: str | None = None) -> dict:
+def predict(video: Path, workspace: Path, out: Path, animation_format: str = "mp4", device: str | None = None) -> dict:
     """Predict every frame of `video` with the model of `workspace` and write the outputs into `out`
     (see the module docstring), on `device` (default: the workspace's `device` param); returns the
     metrics written to `<stem>.json`."""
@@ -163,19 +169,21 @@ def predict(video: Path, workspace: Path, out: Path, animation_format: str = "gi
     if decoder is None:
         print(f"{paths['decoder']}: no pixel decoder (the train_decoder stage makes it); the predictions shown are "
               f"the most likely codes, decoded by the codebook")
-    frames = np.stack(list(decode_usable(video, params.data, params.data.min_size,
-                                         f"data.min_size={params.data.min_size} (the pipeline's limit)")))
-    baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
+    def decoded():
+        return decode_usable(video, params.data, params.data.min_size,
+                             f"data.min_size={params.data.min_size} (the pipeline's limit)")
 
     stride = params.patches.stride
-    codes = encode_frames(frames, codebook, stride, on)
-    metrics, prediction = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem, decoder,
-                                         params.eval.motion_threshold)
-    metrics.update({"video": str(video), "codebook_digest": codebook.digest,
-                    "model_md5": hashlib.md5(paths["model"].read_bytes()).hexdigest()})  # as dvc.lock records it
+    codes = encode_stream(decoded(), codebook, stride, on)
+    baselines = fit_baselines(load_code_grids(paths["codes"], codebook), codebook.k)
     rate = video_fps(video) / params.data.frame_stride  # of the frames kept; 0 where unknown
     fps = max(1, round(rate)) if rate else DEFAULT_FPS
-    write_outputs(outputs, prediction, metrics, codebook, stride, fps)
+    with closing(decoded()) as frames:
+        metrics = predict_frames(model, frames, codes, codebook, stride, baselines, video.stem, decoder,
+                                 params.eval.motion_threshold, outputs, fps)
+    metrics.update({"video": str(video), "codebook_digest": codebook.digest,
+                    "model_md5": hashlib.md5(paths["model"].read_bytes()).hexdigest()})  # as dvc.lock records it
+    write_json(outputs["metrics"], metrics, STAGE)
     return metrics
 
 
@@ -187,7 +195,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--workspace", type=Path, default=Path("."),
                         help="the trained pipeline's folder: params.yaml and its outputs (default: .)")
     parser.add_argument("--out", type=Path, help="folder of the outputs (default: predictions/<video stem>)")
-    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="of the animation")
+    parser.add_argument("--format", choices=("mp4", "gif"), default="mp4",
+                        help="of the animation (default mp4, written as it goes; a gif is held whole until written)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"),
                         help="where the model runs (default: the workspace's `device` param)")
     parser.set_defaults(run=run)

@@ -6,6 +6,7 @@ frames give the same bytes.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -191,20 +192,45 @@ def save_gif(path: str | Path, frames: list[np.ndarray], stage: str, duration_ms
                        loop=0, optimize=False, comment=f"{MARK}={stage}")
 
 
+@contextmanager
+def gif_writer(path: str | Path, stage: str, duration_ms: int):
+    """Yield `add(frame)`, keeping each frame, and write them all as `save_gif` does when the
+    block ends: Pillow's GIF writer needs every frame at once."""
+    frames: list[np.ndarray] = []
+    yield frames.append
+    save_gif(path, frames, stage, duration_ms)
+
+
 def save_mp4(path: str | Path, frames: list[np.ndarray], stage: str, fps: int) -> None:
-    """An H.264 MP4 of uint8 frames (gray or RGB) of one size, padded with white to even sides (as
-    yuv420p needs), `stage`'s mark as its comment. The same frames give the same bytes: x264 on one
+    """An H.264 MP4 of uint8 frames (gray or RGB) of one size (`mp4_writer`)."""
+    with mp4_writer(path, stage, fps) as add:
+        for frame in frames:
+            add(frame)
+
+
+@contextmanager
+def mp4_writer(path: str | Path, stage: str, fps: int):
+    """Yield `add(frame)`, which encodes one uint8 frame (gray or RGB; every frame of one size)
+    into an H.264 MP4 as it comes, so that nothing grows with the number of frames; the file is
+    renamed into place when the block ends. Frames are padded with white to even sides (as
+    yuv420p needs); `stage`'s mark is the comment. The same frames give the same bytes: x264 on one
     thread, without macroblock-tree rate control (benchmarks/corpus.py `write_clip` says why)."""
     import av  # only here: the stages that draw pictures read no video
 
-    height, width = frames[0].shape[:2]
-    pad = [(0, height % 2), (0, width % 2)]
     with atomic_path(path, stage) as tmp, av.open(str(tmp), "w", format="mp4") as container:
         container.metadata["comment"] = f"{MARK}={stage}"
         stream = container.add_stream("libx264", rate=fps, options={"threads": "1", "x264-params": "mbtree=0"})
-        stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
-        for frame in frames:
-            even = np.pad(frame, pad + [(0, 0)] * (frame.ndim - 2), constant_values=255)
+
+        sized = []
+
+        def add(frame: np.ndarray) -> None:
+            height, width = frame.shape[:2]
+            if not sized:  # the first frame's size, before anything is encoded
+                stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+                sized.append(True)
+            even = np.pad(frame, [(0, height % 2), (0, width % 2)] + [(0, 0)] * (frame.ndim - 2), constant_values=255)
             picture = av.VideoFrame.from_ndarray(even, format="rgb24" if frame.ndim == 3 else "gray")
             container.mux(stream.encode(picture))
+
+        yield add
         container.mux(stream.encode())
