@@ -66,7 +66,7 @@ from stage_costs import bench_stages, bench_workers
 from synthetic import synthetic_video
 from training import bench_shared, bench_train
 
-from videolm.codes.search import assign_codes
+from videolm.codes.search import assign_codes, assign_codes_checked
 from videolm.data.video import decode_gray
 
 SIZES = {  # what each pair runs at each size (see the functions for the meaning of each number)
@@ -138,11 +138,12 @@ def bench_encode(n: int, k: int, dim: int, repeats: int) -> dict:
 
 
 def bench_encode_cuda(n: int, k: int, dim: int, repeats: int) -> list[dict]:
-    """The encode pair on a GPU, when there is one: `assign_codes` on CUDA against faiss on the CPU."""
+    """The encode pair on a GPU, when there is one: the checked search on CUDA (the CPU's codes)
+    against faiss on the CPU."""
     if not torch.cuda.is_available():
         return []
     patches, centroids, index = encode_problem(n, k, dim)
-    ours = timed(lambda: assign_codes(patches, centroids, chunk=16_384, device="cuda"), repeats)
+    ours = timed(lambda: assign_codes_checked(patches, centroids, "cuda", chunk=16_384), repeats)
     ref = timed(lambda: index.search(patches, 1)[1][:, 0], repeats)
     return [{"name": f"encode on {torch.cuda.get_device_name()}, {n:,} patches, k={k:,}", "unit": "patches/s",
              "ours": n / ours[0], "ours_range": (n / ours[2], n / ours[1]), "ref_name": "faiss IndexFlatL2 (CPU)",
