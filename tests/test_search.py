@@ -18,10 +18,10 @@ from videolm.data.video import decode_gray
 
 @pytest.fixture(scope="module")
 def real_patches() -> tuple[np.ndarray, np.ndarray]:
-    """(patches, centroids): 8x8 patches of a real street scene (decoded by PyAV), every 4 pixels, in
+    """(patches, centroids): 8x8 patches of 4 frames of a real street scene (decoded by PyAV), every 4 pixels, in
     units of their std, and a codebook of 512 fitted to them (Lloyd)."""
     [city] = [path for path in find_sample_files() if path.name == "cityCC0.mpg"]
-    frames = np.stack(list(islice(decode_gray(city, scale=0.5), 12)))
+    frames = np.stack(list(islice(decode_gray(city, scale=0.5), 4)))
     x = extract_patches(frames, 8, 4).reshape(-1, 64)
     x = x / np.float32(frames.std())
     return x, lloyd_kmeans(x, 512, 10, "random", 0, seed=0)
