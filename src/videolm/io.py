@@ -235,7 +235,8 @@ def h5_writer(path: str | Path, mode: str = "w"):
     the end of the block; use `h5_dataset` to add data without timestamps. A write the file
     system refuses (no space left, a file-size limit) is raised as that `OSError`, naming `path`,
     after HDF5 has closed the file: HDF5 itself never meets a failing write (`_NeverFailingFile`).
-    The bytes are those of h5py's default driver."""
+    The file-object driver lays a file out a little otherwise than h5py's default driver (the
+    same data; the same bytes on every run)."""
     sink = _NeverFailingFile(Path(path), "w+b" if mode == "w" else "r+b")
     try:
         with h5py.File(sink, mode, libver="earliest", track_order=False) as f:
