@@ -171,8 +171,10 @@ def test_a_stopped_stage_says_where_it_resumes_and_resumes_to_the_same_bytes(cod
     for signum, status, name in ((signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C"),
                                  (signal.SIGKILL, -signal.SIGKILL, None)):
         command = [sys.executable, str(ROOT / "stages/train.py"), *STAGE_ARGS]
+        # Ctrl-C as at a terminal: a run started in the background (CI) inherits SIGINT ignored
         process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline, state = time.monotonic() + 60, None
         floor = step if name else max(step, STAGE_STEPS)
         while state is None or state.step <= floor:
