@@ -93,7 +93,8 @@ def test_predict_videos_matches_one_pass(codebook):
     out = list(predict_videos(model, [grid], "val", chunk=3))
     assert [t for _, t, _, _, _, _ in out] == list(range(TRAIN_END, VAL_END))
     with torch.no_grad():
-        logits, _, states = model(torch.from_numpy(grid.codes.astype(np.int64))[None], every_state=True)
+        logits, _, _ = model(torch.from_numpy(grid.codes.astype(np.int64))[None])
+        states = model.head_inputs(torch.from_numpy(grid.codes.astype(np.int64))[None])[3].permute(0, 1, 4, 2, 3)
         _, _, last = model(torch.from_numpy(grid.codes[:VAL_END - 1].astype(np.int64))[None])
     logp = torch.log_softmax(logits[0], -1)
     for _, t, nll, _, state, _ in out:

@@ -205,7 +205,7 @@ class _NeverFailingFile:
             while self.error is None and view:
                 view = view[self.file.write(view):]
         except OSError as err:
-            self.error = OSError(err.errno, err.strerror, str(self.path))
+            self._refused(err)
         return len(data)
 
     def truncate(self, size: int | None = None) -> int:
@@ -213,8 +213,11 @@ class _NeverFailingFile:
             try:
                 return self.file.truncate(size)
             except OSError as err:
-                self.error = OSError(err.errno, err.strerror, str(self.path))
+                self._refused(err)
         return size if size is not None else self.file.tell()
+
+    def _refused(self, err: OSError) -> None:
+        self.error = OSError(err.errno, err.strerror, str(self.path))
 
     def read(self, size: int = -1) -> bytes:
         return self.file.read(size)
@@ -248,12 +251,6 @@ def h5_writer(path: str | Path, mode: str = "w"):
         sink.file.close()
     if sink.error is not None:
         raise sink.error
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """`data` into the file `path` with one plain write: a refused write is an ordinary `OSError`."""
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def h5_dataset(f: h5py.File, name: str, data=None, **kwargs) -> h5py.Dataset:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from videolm.errors import VideoLMError
-from videolm.io import MARK, atomic_path, write_bytes
+from videolm.io import MARK, atomic_path
 
 
 def save_fields(obj, path: str | Path, stage: str = "train") -> None:
@@ -27,7 +27,7 @@ def save_fields(obj, path: str | Path, stage: str = "train") -> None:
     buffer = io.BytesIO()
     torch.save({**{f.name: getattr(obj, f.name) for f in fields(obj)}, MARK: stage}, buffer)
     with atomic_path(path, stage) as tmp:
-        write_bytes(tmp, buffer.getvalue())
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_fields(cls, path: str | Path):

@@ -65,18 +65,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def conv2d(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, x (N, C, H, W) laid out channels last -> (N, out, H, W) laid out channels last;
+    """`layer(x)` for a stride-1 convolution that keeps the frame size (the model's: 'same'
+    padding), x (N, C, H, W) laid out channels last -> (N, out, H, W) laid out channels last;
     without gradients on the CPU one image at a time, each read in place where it is aligned
     (else from a fresh copy), so that every call sees one layout and alignment."""
     if not fixed(x):
         return layer(x)
     x = x.contiguous(memory_format=torch.channels_last)
     in_place = _aligned(x, x[0].numel())
-    out = None
+    out = torch.empty(x.shape[0], layer.out_channels, *x.shape[2:], dtype=x.dtype, memory_format=torch.channels_last)
     for image in range(x.shape[0]):
         one = x[image:image + 1]
-        result = layer(one if in_place else one.clone(memory_format=torch.channels_last))
-        if out is None:
-            out = x.new_empty(x.shape[0], *result.shape[1:]).contiguous(memory_format=torch.channels_last)
-        out[image] = result[0]
+        out[image] = layer(one if in_place else one.clone(memory_format=torch.channels_last))[0]
     return out

@@ -76,17 +76,17 @@ class RCNN(nn.Module):
         return self.cfg.input_layers * (self.cfg.kernel_size // 2)
 
     def forward(self, codes: torch.Tensor, state: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None, every_state: bool = False):
+                targets: torch.Tensor | None = None):
         """codes (B, T, H, W) int64 -> (logits, loss, state).
 
         Without `targets`: logits (B, T, H, W, k) for the next frame's codes, loss None. With
         `targets` (B, T, H, W) (cells set to IGNORE left out): logits None and the mean
         cross-entropy, computed chunk by chunk without ever holding the logits (`linear_ce`).
-        `state` (B, hidden, H, W) continues the sequence; the returned one is the last step's, or
-        with `every_state` the state each step's prediction came from, (B, T, hidden, H, W).
+        `state` (B, hidden, H, W) continues the sequence; the returned one is the last step's (every
+        step's: `head_inputs`).
         """
         feats, weight, bias, states = self.head_inputs(codes, state)
-        state = states.permute(0, 1, 4, 2, 3) if every_state else states[:, -1].permute(0, 3, 1, 2)
+        state = states[:, -1].permute(0, 3, 1, 2)
         if targets is not None:
             return None, linear_cross_entropy(feats, weight, bias, targets), state
         return framewise.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
