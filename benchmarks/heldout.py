@@ -37,8 +37,10 @@ from videolm.model.pixel_decoder import load_decoder
 
 HORIZONS = (1, 5, 10)
 ROWS = [("model", "model's codes, decoded (argmax)"), ("model_pixels", "model's pixels (the decoder)"),
+        ("pixels_without_model", "the decoder without the model"),
         ("copy_last", "copy-last"), ("flow", "optical flow"), ("codebook", "codebook ceiling (true codes)")]
 FILL_ROWS = [("model", "model's codes"), ("model_pixels", "model's pixels (the decoder)"),
+             ("pixels_without_model", "the decoder without the model"),
              ("average", "neighbours' mean"), ("flow", "optical flow")]
 
 
@@ -58,38 +60,50 @@ def measure(workspace: Path) -> tuple[list[str], dict]:
     torch.set_num_threads(e.threads or torch.get_num_threads())
     codebook = Codebook.load(workspace / params.paths.codebook)
     model = load_model(workspace / params.paths.model, codebook)
-    decoder = load_decoder(workspace / params.paths.decoder, model, codebook, stride)
+    decoders = {name: load_decoder(workspace / path, model, codebook, stride)
+                for name, path in (("model_pixels", params.paths.decoder),
+                                   ("pixels_without_model", params.paths.decoder_without_model))}
+    decoder = decoders["model_pixels"]
     grids, frames = heldout_grids(params, codebook)
     clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
     start = time.perf_counter()
     gen = evaluate_generation(model, clips, frames.__getitem__, codebook, stride, e.horizon, e.temperature,
-                              e.motion_threshold, params.seed, [], decoder)
+                              e.motion_threshold, params.seed, [], decoders)
     fill = evaluate_filling(model, clips, frames.__getitem__, codebook, stride, e.motion_threshold,
-                            e.fill_candidates, e.fill_sweeps, decoder)
+                            e.fill_candidates, e.fill_sweeps, decoders)
     facts = {"clips": len(clips), "videos": {g.video_id: len(frames[g.video_id]) for g in grids},
              "seconds": time.perf_counter() - start, "moving": gen.metrics["gen_moving_fraction"]}
-    return report(gen.curves, fill, facts, decoder.cfg.motion), facts
+    return report(gen.curves, gen.metrics, fill, facts, decoder.cfg.motion), facts
 
 
-def report(curves: dict, fill: dict, facts: dict, motion: str) -> list[str]:
+def report(curves: dict, gen: dict, fill: dict, facts: dict, motion: str) -> list[str]:
     db = lambda value: "–" if value is None else f"{value:.2f}"
+    share = [curves["model_pixels"][h]["psnr_moving"] - curves["pixels_without_model"][h]["psnr_moving"]
+             for h in range(len(curves["copy_last"]))]
     rows = [[name] + [db(curves[method][h - 1]["psnr_moving"]) for h in HORIZONS]
-            + [db(curves[method][h - 1]["ssim_moving"]) for h in HORIZONS] for method, name in ROWS]
+            + [db(gen[f"gen_psnr_moving_{method}_mean"])]
+            + [db(curves[method][h - 1]["ssim_moving"]) for h in HORIZONS]
+            + [db(gen[f"gen_blockiness_{method}_mean"])] for method, name in ROWS]
+    rows += [["the model's share (the decoder minus the decoder without the model)"]
+             + [f"{share[h - 1]:+.2f}" for h in HORIZONS] + [f"{sum(share) / len(share):+.2f}"] + [""] * 3
+             + [""],
+             ["truth"] + [""] * 7 + [db(gen["gen_blockiness_truth_mean"])]]
     above = {other: [h + 1 for h in range(len(curves["copy_last"]))
                      if curves["model_pixels"][h]["psnr_moving"] > curves[other][h]["psnr_moving"]]
              for other in ("copy_last", "model", "flow")}
     lines = [f"Held-out clips: {', '.join(f'{v} ({n} frames)' for v, n in facts['videos'].items())}; "
              f"{facts['clips']} clips of generation and filling; moving pixels {facts['moving']:.1%} of the "
              f"generated frames; decoder.motion={motion}; {facts['seconds']:.0f} s.", "",
-             *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), *(f"SSIM h{h}" for h in HORIZONS)],
-                    rows), "",
+             *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), "PSNR mean h1..h10",
+                     *(f"SSIM h{h}" for h in HORIZONS), "blockiness (all pixels, mean)"], rows), "",
              "Horizons where the model's pixels are above, on moving pixels (PSNR): "
              + "; ".join(f"{name}: {', '.join(map(str, above[other])) or 'none'} of {len(curves['copy_last'])}"
                          for other, name in (("copy_last", "copy-last"), ("model", "its decoded codes"),
                                              ("flow", "optical flow"))), "",
-             *table(["filling, moving pixels", "PSNR", "SSIM"],
-                    [[name, db(fill[f"fill_psnr_moving_{method}"]), db(fill[f"fill_ssim_moving_{method}"])]
-                     for method, name in FILL_ROWS])]
+             *table(["filling, moving pixels", "PSNR", "SSIM", "blockiness (all pixels)"],
+                    [[name, db(fill[f"fill_psnr_moving_{method}"]), db(fill[f"fill_ssim_moving_{method}"]),
+                      db(fill[f"fill_blockiness_{method}"])] for method, name in FILL_ROWS]
+                    + [["truth", "", "", db(fill["fill_blockiness_truth"])]])]
     return lines
 
 

@@ -36,7 +36,8 @@ def main(params) -> str:
     horizon = {method: plots / "horizon" / f"{method}.json" for method in GEN_METHODS}
     pictures = [plots / name for name in ("predictions.png", "predictions.gif", "entropy.png")]
     guard_outputs("evaluate", {key: getattr(params.paths, key)
-                               for key in ("model", "decoder", "codes", "frames", "codebook")},
+                               for key in ("model", "decoder", "decoder_without_model", "codes", "frames",
+                                           "codebook")},
                   {"paths.metrics": metrics_path, "paths.plots": [*horizon.values(), *pictures]})
     if e.threads:
         torch.set_num_threads(e.threads)
@@ -44,7 +45,9 @@ def main(params) -> str:
     grids = load_code_grids(params.paths.codes, codebook)
     device = resolve_device(params.device)
     model = load_model(params.paths.model, codebook)
-    decoder = load_decoder(params.paths.decoder, model, codebook, stride).to(device)
+    decoders = {name: load_decoder(path, model, codebook, stride).to(device)
+                for name, path in (("model_pixels", params.paths.decoder),
+                                   ("pixels_without_model", params.paths.decoder_without_model))}
     model.to(device)
     videos = {v.video_id: v for v in list_frames(params.paths.frames)}
     read_frames = lru_cache(maxsize=e.batch_videos)(lambda video_id: videos[video_id].read())
@@ -56,11 +59,11 @@ def main(params) -> str:
     metrics = score_test(model, grids, read_frames, codebook, fit_baselines(grids, codebook.k), stride,
                          e.batch_videos)
     generation = evaluate_generation(model, clips, read_frames, codebook, stride, e.horizon, e.temperature,
-                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoder,
+                                     e.motion_threshold, params.seed, picture_clips(clips, e.n_pictures), decoders,
                                      e.top_k, e.draws)
     metrics.update(generation.metrics)
     metrics.update(evaluate_filling(model, clips, read_frames, codebook, stride, e.motion_threshold,
-                                    e.fill_candidates, e.fill_sweeps, decoder))
+                                    e.fill_candidates, e.fill_sweeps, decoders))
     write_json(metrics_path, metrics, "evaluate")
 
     for method, rows in generation.curves.items():
@@ -70,10 +73,12 @@ def main(params) -> str:
     first = generation.examples[0]
     save_png(pictures[2], entropy_picture(first.truth[first.clip.t0 - first.clip.start],
                                           first.entropy, codebook.size, stride), "evaluate")
+    share = metrics.get("gen_model_share_psnr_moving_mean")
     return (f"test perplexity {metrics['model_perplexity']:.4f} (copy-previous "
             f"{metrics['copy_previous_perplexity']:.4f}); "
             f"moving-pixel PSNR at h1: model pixels {as_db(metrics.get('gen_psnr_moving_model_pixels_h1'))}, copy-last "
-            f"{as_db(metrics.get('gen_psnr_moving_copy_last_h1'))}, flow {as_db(metrics.get('gen_psnr_moving_flow_h1'))} "
+            f"{as_db(metrics.get('gen_psnr_moving_copy_last_h1'))}, flow {as_db(metrics.get('gen_psnr_moving_flow_h1'))}; "
+            f"the model's share over h1..h{e.horizon}: {'n/a' if share is None else f'{share:+.2f} dB'} "
             f"(all in {metrics_path})")
 
 

@@ -32,7 +32,9 @@ def write_workspace(root: Path, codebook) -> Params:
     frames = frames_of(codebook, grids)
     paths = PathsConfig(frames=str(root / "data/frames"), codes=str(root / "data/codes"),
                         codebook=str(root / "data/codebook.h5"), model=str(root / "models/model.pt"),
-                        decoder=str(root / "models/decoder.pt"), metrics=str(root / "metrics"), plots=str(root / "plots"))
+                        decoder=str(root / "models/decoder.pt"),
+                        decoder_without_model=str(root / "models/decoder_without_model.pt"),
+                        metrics=str(root / "metrics"), plots=str(root / "plots"))
     for folder in (paths.frames, paths.codes):
         Path(folder).mkdir(parents=True)
     for g in grids:
@@ -43,9 +45,10 @@ def write_workspace(root: Path, codebook) -> Params:
     codebook.save(paths.codebook)
     model = tiny_model(codebook)
     Checkpoint(model.state_dict(), model.cfg.model_dump(), codebook.digest).save(paths.model)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)  # untrained: copies
-    DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
-                      SIZE).save(paths.decoder)
+    for reads_model, path in ((True, paths.decoder), (False, paths.decoder_without_model)):
+        decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE, reads_model)  # untrained: flow
+        DecoderCheckpoint(decoder.state_dict(), decoder.cfg.model_dump(), weights_digest(model), codebook.digest,
+                          SIZE, reads_model).save(path)
     return Params(paths=paths, patches=PatchesConfig(size=SIZE, stride=SIZE),
                   eval=EvalConfig(context=2, horizon=3, clip_stride=2, n_pictures=2, threads=1))
 

@@ -83,10 +83,15 @@ def test_filling_metrics(codebook):
     frames = frames_of(codebook, grids)
     clips = evaluation_clips(grids, 2, 2)
     model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
-    metrics = evaluate_filling(model, clips, frames.__getitem__, codebook, SIZE, 10, 2, 1, decoder)
-    assert set(metrics) == {"fill_frames"} | {f"fill_{m}_{method}" for m in MEASURES for method in METHODS}
-    for measure in MEASURES:  # an untrained decoder is the average of the two neighbours
-        assert metrics[f"fill_{measure}_model_pixels"] == pytest.approx(metrics[f"fill_{measure}_average"], rel=1e-6)
+    decoders = {"model_pixels": PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE),
+                "pixels_without_model": PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE, False)}
+    metrics = evaluate_filling(model, clips, frames.__getitem__, codebook, SIZE, 10, 2, 1, decoders)
+    assert set(metrics) == {"fill_frames", "fill_blockiness_truth", "fill_model_share_psnr_moving"} | {
+        f"fill_{m}_{method}" for m in MEASURES for method in METHODS}
+    for measure in MEASURES:  # an untrained decoder is the flow interpolation it is given
+        for method in ("model_pixels", "pixels_without_model"):
+            assert metrics[f"fill_{measure}_{method}"] == pytest.approx(metrics[f"fill_{measure}_flow"], rel=1e-6)
+    assert metrics["fill_model_share_psnr_moving"] == pytest.approx(0, abs=1e-6)
+    assert metrics["fill_blockiness_codebook"] == pytest.approx(metrics["fill_blockiness_truth"], rel=0.1)
     assert metrics["fill_frames"] == len(clips) == 2
     assert metrics["fill_psnr_codebook"] > 40

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import frames_of, moving_grid, tiny_model
 
 from videolm.config import DecoderConfig
 from videolm.evaluation.clips import evaluation_clips, picture_clips
-from videolm.evaluation.generate import METHODS, evaluate_generation, rollout_steps
+from videolm.evaluation.generate import DECODED, METHODS, evaluate_generation, rollout_steps
 from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, upsample_cells
 from videolm.image_metrics import MEASURES
 from videolm.model.pixel_decoder import PixelDecoder
@@ -33,12 +34,14 @@ def test_generation_metrics_and_curves(codebook):
     grids = [moving_grid(0, "a"), moving_grid(1, "b")]
     frames = frames_of(codebook, grids)
     model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE)
+    decoders = {"model_pixels": PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE),
+                "pixels_without_model": PixelDecoder.for_model(DecoderConfig(width=4), model, codebook, SIZE, False)}
     clips = evaluation_clips(grids, 2, 3, stride=2)
     gen = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, horizon=3, temperature=0.0,
-                              motion_threshold=10, seed=0, pictures=[2, 0], decoder=decoder)
+                              motion_threshold=10, seed=0, pictures=[2, 0], decoders=decoders)
     names = {"gen_clips", "gen_moving_fraction"} | {f"gen_{m}_{method}_{when}" for m in MEASURES
                                                      for method in METHODS for when in ("h1", "mean")}
+    names |= {f"gen_{m}_{when}" for m in ("blockiness_truth", "model_share_psnr_moving") for when in ("h1", "mean")}
     assert set(gen.metrics) == names
     assert gen.metrics["gen_clips"] == len(clips) == 4
     assert set(gen.curves) == set(METHODS)
@@ -48,13 +51,19 @@ def test_generation_metrics_and_curves(codebook):
     # the codebook rendering of the true codes is close to the (noisy) truth; copying is not
     assert gen.metrics["gen_psnr_codebook_mean"] > 40 > gen.metrics["gen_psnr_copy_last_mean"]
     assert 0 < gen.metrics["gen_moving_fraction"] < 1
-    assert gen.curves["model_pixels"] == gen.curves["flow"]  # an untrained decoder is the flow estimate it is given
+    # untrained decoders are the flow estimate they are given; so the model's share is nothing
+    assert gen.curves["model_pixels"] == gen.curves["flow"] == gen.curves["pixels_without_model"]
+    assert gen.metrics["gen_model_share_psnr_moving_mean"] == 0
+    # the frames here are the codebook's rendering of their codes, noise added: as blocky as it
+    assert gen.metrics["gen_blockiness_codebook_mean"] == pytest.approx(gen.metrics["gen_blockiness_truth_mean"],
+                                                                        rel=0.1)
     assert [clips.index(e.clip) for e in gen.examples] == [2, 0]
     assert gen.examples[0].entropy.shape == (GH, GW) and (gen.examples[0].entropy >= 0).all()
-    again = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0, decoder=decoder)
+    again = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0, decoders=decoders)
     assert again.metrics == gen.metrics
     plain = evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 0.0, 10, 0)
-    assert set(plain.curves) == set(METHODS) - {"model_pixels"}  # without a decoder: the codes alone
+    assert set(plain.curves) == set(METHODS) - set(DECODED)  # without decoders: the codes alone
+    assert "gen_model_share_psnr_moving_mean" not in plain.metrics
 
 
 def test_sampling_is_seeded(codebook):
@@ -86,7 +95,7 @@ def test_several_draws_are_averaged(codebook):
     decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="none"), model, codebook, SIZE)
     clips = evaluation_clips(grids, 2, 3)[:1]
     run = lambda draws, seed: evaluate_generation(model, clips, frames.__getitem__, codebook, SIZE, 3, 1.0, 10, seed,
-                                                  [0], decoder, draws=draws).examples[0].predictions
+                                                  [0], {"model_pixels": decoder}, draws=draws).examples[0].predictions
     single = [run(1, seed) for seed in (0, 1)]  # draw j of clip 0 is seeded seed + j * len(clips)
     both = run(2, 0)
     for method in ("model", "model_pixels"):

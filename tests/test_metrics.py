@@ -11,7 +11,17 @@ from scipy.ndimage import correlate1d, gaussian_filter
 from skimage.metrics import structural_similarity
 
 from videolm.evaluation.scoring import bits_per_patch, perplexity
-from videolm.image_metrics import Pool, gaussian_window, interior, moving_mask, psnr, psnr_from_mse, ssim_map
+from videolm.image_metrics import (
+    Blockiness,
+    Pool,
+    block_differences,
+    gaussian_window,
+    interior,
+    moving_mask,
+    psnr,
+    psnr_from_mse,
+    ssim_map,
+)
 
 
 def pair(seed: int = 0, shape=(48, 64)) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +145,8 @@ def test_pool_results():
     pool = Pool()
     pool.add(truth, truth, np.zeros(truth.shape, bool))
     assert pool.result() == {"psnr": math.inf, "ssim": pytest.approx(1.0), "sharpness": math.inf,
-                             "psnr_moving": None, "ssim_moving": None, "sharpness_moving": None}
+                             "psnr_moving": None, "ssim_moving": None, "sharpness_moving": None,
+                             "blockiness": pytest.approx(blockiness(truth))}
     pool = Pool()
     moving = np.zeros(truth.shape, bool)
     moving[10:20, 10:30] = True
@@ -171,3 +182,47 @@ def test_sharpness_ranks_a_blur_below_a_brightness_shift_that_psnr_prefers():
     shift.add(truth, shifted, every)
     assert blur.result()["psnr"] > shift.result()["psnr"] + 5  # measured 28.3 vs 22.1 dB
     assert shift.result()["sharpness"] > 150 > 45 > blur.result()["sharpness"]  # ~193 (float rounding) vs 41.2
+
+
+# ---------------------------------------------------------------- blockiness
+
+
+def blockiness(frame: np.ndarray, block: int = 8) -> float:
+    pool = Blockiness(block)
+    pool.add(frame)
+    return pool.result()
+
+
+def test_block_differences_split_the_neighbours_at_the_grid():
+    """A 16 x 16 frame of two 8-pixel-wide flat halves: the only differences are the 16 across
+    column 8 (a boundary), each 10; every other neighbour pair is equal."""
+    frame = np.zeros((16, 16))
+    frame[:, 8:] = 10
+    across, n_across, within, n_within = block_differences(frame, 8)
+    assert (across, n_across) == (160, 2 * 16)  # one boundary in the rows' direction, one in the columns'
+    assert (within, n_within) == (0, 2 * 14 * 16)
+    frame = np.zeros((16, 16))
+    frame[:, 5:] = 10  # the same step inside a block
+    across, _, within, _ = block_differences(frame, 8)
+    assert (across, within) == (0, 160)
+
+
+def test_a_natural_frame_has_no_grid_and_a_frame_of_blocks_has_one():
+    scene = smooth_scene(n=1)[0].astype(np.float64)
+    assert blockiness(scene) == pytest.approx(1, abs=0.15)
+    blocks = scene.reshape(scene.shape[0] // 8, 8, scene.shape[1] // 8, 8).mean((1, 3))  # one value per 8x8 block
+    blocky = np.kron(blocks, np.ones((8, 8))) + 0.3 * (scene - scene.mean()) / scene.std()
+    assert blockiness(blocky) > 5
+    assert blockiness(np.roll(blocky, 4, 1)) < blockiness(blocky)  # a grid off the codebook's is not counted
+
+
+def test_blockiness_is_pooled_over_frames():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 255, (2, 24, 32))
+    pooled = Blockiness(8)
+    pooled.add(a)
+    pooled.add(b)
+    parts = [block_differences(f, 8) for f in (a, b)]
+    across, n_across, within, n_within = (sum(p[i] for p in parts) for i in range(4))
+    assert pooled.result() == pytest.approx((across / n_across) / (within / n_within))
+    assert Blockiness(8).result() is None

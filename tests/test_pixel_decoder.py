@@ -12,7 +12,7 @@ from videolm.codes.codebook import Codebook
 from videolm.config import DecoderConfig
 from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow
+from videolm.evaluation.flow import extrapolate_flow, interpolate_flow, interpolation_with_doubt
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.model.pixel_decoder import (
     PixelDecoder,
@@ -49,15 +49,16 @@ def test_an_untrained_decoder_copies_the_last_frame_and_averages_the_neighbours(
                                                  flowed=flowed), (before + after) / 2, atol=1e-4)
 
 
-def test_an_untrained_flow_decoder_extrapolates_the_flow_and_fills_the_mean(codebook):
+@pytest.mark.parametrize("reads_model", [True, False])
+def test_an_untrained_flow_decoder_is_the_flow_it_is_given(codebook, reads_model):
     model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE)
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE, reads_model)
     logits, _, state = model(torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None])
-    earlier, before, after, flowed = np.random.default_rng(2).uniform(0, 255, (4, 6 * SIZE, 8 * SIZE))
+    earlier, before, after, flowed, doubt = np.random.default_rng(2).uniform(0, 255, (5, 6 * SIZE, 8 * SIZE))
     np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, earlier=earlier,
                                                  flowed=flowed), flowed, atol=1e-4)
     np.testing.assert_allclose(decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier,
-                                                 flowed=flowed), (before + after) / 2, atol=1e-4)
+                                                 flowed=flowed, doubt=doubt), flowed, atol=1e-4)
 
 
 def test_the_loss_weighs_moving_pixels():
@@ -133,8 +134,11 @@ def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
     cfg = CFG.model_copy(update={"motion": "flow"})
     clip = DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[3]
     frames = clip.frames.numpy()
-    assert clip.flowed.shape == (cfg.horizon, 16, 16)
-    np.testing.assert_allclose(clip.flowed.numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    assert clip.flowed.shape == (cfg.horizon + 1, 16, 16) and clip.doubt.shape == (16, 16)
+    np.testing.assert_allclose(clip.flowed[:-1].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    between, doubt = interpolation_with_doubt(frames[1], frames[3])  # the first predicted frame, filled
+    np.testing.assert_allclose(clip.flowed[-1].numpy(), interpolate_flow(frames[1], frames[3]), rtol=1e-6)
+    np.testing.assert_allclose(clip.doubt.numpy(), doubt)
 
 
 def test_a_decoder_that_only_copies_is_reported(tmp_path, codebook, caplog):
@@ -163,19 +167,40 @@ def test_a_decoder_is_used_only_with_its_model_codebook_and_stride(tmp_path, cod
         load_decoder(tmp_path / "missing.pt", model, codebook, SIZE)
 
 
-def test_filling_reads_no_flow(codebook):
-    model = tiny_model(codebook)
-    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE)
+def reading_decoder(codebook, model, reads_model: bool) -> PixelDecoder:
+    """A flow decoder whose last layers are not zero: one that reads its inputs."""
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE, reads_model)
+    torch.manual_seed(0)
     for body in (decoder.body, decoder.fill_body):
-        torch.nn.init.normal_(body[-1].weight, std=0.1)  # a decoder that reads its inputs
+        torch.nn.init.normal_(body[-1].weight, std=0.1)
+    return decoder
+
+
+def test_filling_reads_the_flow_interpolation_and_its_doubt(codebook):
+    model = tiny_model(codebook)
+    decoder = reading_decoder(codebook, model, True)
     logits, _, state = model(torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None])
     earlier, before, after, flow_a, flow_b = np.random.default_rng(3).uniform(0, 255, (5, 6 * SIZE, 8 * SIZE))
-    fill = [decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier, flowed=f)
-            for f in (flow_a, flow_b)]
-    np.testing.assert_array_equal(fill[0], fill[1])
-    ahead = [decode_prediction(decoder, logits[:, -1], state, before, earlier=earlier, flowed=f)
-             for f in (flow_a, flow_b)]
-    assert not np.allclose(ahead[0], ahead[1])  # extrapolating, it does read the flow
+    fill = lambda flowed, doubt: decode_prediction(decoder, logits[:, -1], state, before, after, earlier=earlier,
+                                                   flowed=flowed, doubt=doubt)
+    assert not np.allclose(fill(flow_a, None), fill(flow_b, None))
+    assert not np.allclose(fill(flow_a, None), fill(flow_a, flow_b))
+
+
+def test_the_decoder_without_the_model_reads_nothing_of_it(codebook):
+    model, other = tiny_model(codebook), tiny_model(codebook, seed=1)
+    grid = torch.from_numpy(moving_grid().codes[:3].astype(np.int64))[None]
+    earlier, before, after, flowed = np.random.default_rng(4).uniform(0, 255, (4, 6 * SIZE, 8 * SIZE))
+    for reads_model in (True, False):
+        decoder = reading_decoder(codebook, model, reads_model)
+        frames = []
+        for m in (model, other):  # two models: other predictions and states
+            logits, _, state = m(grid)
+            frames.append(decode_prediction(decoder, logits[:, -1], state, before, ahead=2, earlier=earlier,
+                                            flowed=flowed))
+        assert np.array_equal(frames[0], frames[1]) != reads_model
+    assert sum(p.numel() for p in decoder.parameters()) < sum(
+        p.numel() for p in reading_decoder(codebook, model, True).parameters())
 
 
 def test_each_task_keeps_the_weights_of_its_own_best_step():

@@ -87,7 +87,7 @@ def test_writes_the_three_files_the_same_bytes_each_run(run):
 def test_animation_has_a_frame_per_predicted_frame(run, tmp_path):
     workspace, video, out, _ = run
     height, width = int(HEIGHT * SCALE), int(WIDTH * SCALE)
-    size = (3 * width + 2 * GAP, 2 * LABEL_HEIGHT + height)  # truth | prediction | entropy, under two label rows
+    size = (4 * width + 3 * GAP, 2 * LABEL_HEIGHT + height)  # truth | prediction | flow | entropy, under two label rows
     with av.open(str(out / "square.mp4")) as container:
         pictures = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
     assert len(pictures) == N_FRAMES - 1 and pictures[0].shape == (size[1] + size[1] % 2, size[0] + size[0] % 2)

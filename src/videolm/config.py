@@ -60,6 +60,9 @@ class PathsConfig(_Section):
     codes: str = Field("data/codes", description="every frame encoded as a grid of codes")
     model: str = Field("models/model.pt", description="the trained model's checkpoint")
     decoder: str = Field("models/decoder.pt", description="the trained pixel decoder")
+    decoder_without_model: str = Field("models/decoder_without_model.pt",
+                                       description="the pixel decoder trained the same way without the model's "
+                                                   "inputs (what the model's share is measured against)")
     live: str = Field("dvclive", description="DVCLive's folder (training curves)")
     resume: str = Field("models/.resume/train.pt", description="the train stage's resume state while a run is "
                                                                "under way; not a DVC output (removed when the "

@@ -15,6 +15,14 @@ gradient magnitude g(Y) = |Y[i, j] - Y[i - 1, j]| + |Y[i, j] - Y[i, j - 1]| (pix
 neighbours), 10 log10(255^2 / mean |g(truth) - g(estimate)|). PSNR rewards a blurry mean; this
 does not: a blur loses the truth's gradients and scores low, as does a copy whose edges are in
 the wrong place. Higher is better, like PSNR; pooled the same way (differences summed first).
+
+Blockiness is the codebook grid's visibility: the mean absolute difference between neighbouring
+pixels across the boundaries of the `block` x `block` cells (a pixel at a multiple of `block`
+and the one before it, in rows and in columns), divided by the mean absolute difference
+between all other neighbours. A natural frame has about 1 (the grid means nothing to it);
+a frame made of independent blocks has more, however sharp it is. It is the ratio of the
+generalized block-edge impairment metric (Wu and Yuen 1997) without its weighting by local
+brightness, pooled as PSNR is (differences summed over frames first, then the ratio).
 """
 
 from __future__ import annotations
@@ -99,13 +107,53 @@ def moving_mask(frame: np.ndarray, reference: np.ndarray, threshold: float) -> n
     return np.abs(np.asarray(frame, np.float64) - np.asarray(reference, np.float64)) > threshold
 
 
-MEASURES = ("psnr", "ssim", "sharpness", "psnr_moving", "ssim_moving", "sharpness_moving")  # what a `Pool` reports
+def block_differences(image: np.ndarray, block: int) -> tuple[float, int, float, int]:
+    """(sum, count) of the absolute neighbour differences across `block`-pixel boundaries, then
+    (sum, count) of all the others, rows and columns together, of a gray (H, W) frame."""
+    y = np.asarray(image, np.float64)
+    across, within, n_across, n_within = 0.0, 0.0, 0, 0
+    for d in (y[1:] - y[:-1], (y[:, 1:] - y[:, :-1]).T):  # d[i] = pixel i + 1 minus pixel i
+        boundary = (np.arange(1, len(d) + 1) % block) == 0
+        a = np.abs(d)
+        across += float(a[boundary].sum())
+        within += float(a[~boundary].sum())
+        n_across += int(boundary.sum()) * a.shape[1]
+        n_within += int((~boundary).sum()) * a.shape[1]
+    return across, n_across, within, n_within
+
+
+@dataclass
+class Blockiness:
+    """Pooled blockiness of many frames (`block_differences` summed, then the ratio)."""
+
+    block: int
+    across: float = 0.0
+    n_across: int = 0
+    within: float = 0.0
+    n_within: int = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        a, na, w, nw = block_differences(frame, self.block)
+        self.across, self.n_across, self.within, self.n_within = (
+            self.across + a, self.n_across + na, self.within + w, self.n_within + nw)
+
+    def result(self) -> float | None:
+        """Mean difference across block boundaries over the mean elsewhere; None without both."""
+        if not (self.n_across and self.n_within and self.within):
+            return None
+        return (self.across / self.n_across) / (self.within / self.n_within)
+
+
+MEASURES = ("psnr", "ssim", "sharpness", "psnr_moving", "ssim_moving", "sharpness_moving",
+            "blockiness")  # what a `Pool` reports
 
 
 @dataclass
 class Pool:
-    """Pooled PSNR, SSIM and sharpness terms of one method (at one horizon), full frame and moving region."""
+    """Pooled PSNR, SSIM and sharpness terms of one method (at one horizon), full frame and moving
+    region, and the blockiness of its frames on the codebook's grid of `block`-pixel cells."""
 
+    block: int = 8  # the patch stride of the codes (the paper's 8)
     sq: float = 0.0
     pixels: int = 0
     sq_moving: float = 0.0
@@ -118,6 +166,10 @@ class Pool:
     grad_pixels: int = 0
     grad_moving: float = 0.0
     grad_pixels_moving: int = 0
+    blocks: Blockiness | None = None
+
+    def __post_init__(self):
+        self.blocks = Blockiness(self.block)
 
     def add(self, truth: np.ndarray, estimate: np.ndarray, moving: np.ndarray) -> None:
         err = (np.asarray(truth, np.float64) - np.asarray(estimate, np.float64)) ** 2
@@ -135,6 +187,7 @@ class Pool:
         self.grad_pixels += g.size
         self.grad_moving += float(g[inner].sum())
         self.grad_pixels_moving += int(inner.sum())
+        self.blocks.add(estimate)
 
     def result(self) -> dict[str, float | None]:
         """The `MEASURES`; None where no pixel was pooled."""
@@ -142,7 +195,8 @@ class Pool:
                 "sharpness": _ratio_sharpness(self.grad, self.grad_pixels),
                 "psnr_moving": _ratio_psnr(self.sq_moving, self.pixels_moving),
                 "ssim_moving": _ratio(self.ssim_moving, self.ssim_pixels_moving),
-                "sharpness_moving": _ratio_sharpness(self.grad_moving, self.grad_pixels_moving)}
+                "sharpness_moving": _ratio_sharpness(self.grad_moving, self.grad_pixels_moving),
+                "blockiness": self.blocks.result()}
 
 
 def _ratio(total: float, count: int) -> float | None:

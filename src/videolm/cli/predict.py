@@ -4,15 +4,16 @@ Why: the pipeline scores the model only on its own test split, and in aggregate.
 shows what the model makes of any one video, seen exactly as the training videos were: decoded
 with the workspace's `data` params and encoded with its codebook. Every frame t >= 1 is predicted
 from all the real frames before it (the model's state carried through, as in evaluation), and
-written next to the truth and the entropy of the predicted code distribution at each cell, with
-the model's bits per patch against the copy-previous baseline's. The prediction shown is the
-workspace's pixel decoder's frame (`paths.decoder`; from the predicted distribution, the model's
-state and the frame before), or where there is none the most likely codes decoded by the
-codebook; the JSON scores both against copying the frame before. Into --out go:
+written next to the truth, the optical-flow extrapolation and the entropy of the predicted code
+distribution at each cell, with the model's bits per patch against the copy-previous baseline's.
+The prediction shown is the workspace's pixel decoder's frame (`paths.decoder`; from the predicted
+distribution, the model's state and the frames before), or where there is none the most likely
+codes decoded by the codebook; the JSON scores both, beside copying the frame before and optical
+flow, and gives every method's blockiness and the truth's (`image_metrics`). Into --out go:
 
-- `<stem>.mp4` (or `.gif`): truth | prediction | entropy, one frame per predicted frame, the
-  entropy on a fixed scale, 0 to log2(k) bits (the most a distribution over k codes has);
-- `<stem>.png`: up to 8 evenly spaced predicted frames, rows truth, prediction, entropy;
+- `<stem>.mp4` (or `.gif`): truth | prediction | flow | entropy, one frame per predicted frame,
+  the entropy on a fixed scale, 0 to log2(k) bits (the most a distribution over k codes has);
+- `<stem>.png`: up to 8 evenly spaced predicted frames, rows truth, prediction, flow, entropy;
 - `<stem>.json`: the numbers (sorted keys, nothing that changes from run to run).
 
 Each file is written atomically and carries the `predict` mark (`videolm.io`): a file in the way
@@ -57,7 +58,7 @@ from videolm.evaluation.pictures import (
     save_png,
 )
 from videolm.evaluation.scoring import entropy_bits, score_part
-from videolm.image_metrics import Pool, as_db, moving_mask
+from videolm.image_metrics import Blockiness, Pool, as_db, moving_mask
 from videolm.io import guard_outputs, write_json
 from videolm.model.build import load_model
 from videolm.model.pixel_decoder import PixelDecoder, decode_prediction, load_decoder
@@ -88,13 +89,17 @@ def predict_frames(model, frames: Iterator[np.ndarray], codes: np.ndarray, codeb
     The prediction shown is the pixel decoder's frame (from the predicted distribution, its state
     and frame t - 1) or, without a decoder, the most likely code at every cell decoded by the
     codebook. Both are scored (PSNR / SSIM / sharpness, full and moving: pixels more than
-    `motion_threshold` gray levels from frame t - 1), beside copying frame t - 1."""
+    `motion_threshold` gray levels from frame t - 1; blockiness), beside copying frame t - 1 and
+    the optical flow of frames t - 2 and t - 1 carried on one frame."""
     n = len(codes)
     top = math.log2(codebook.k)  # the entropy colour scale's top, in bits: the same for every frame and video
     strip_at = set((1 + np.linspace(0, n - 2, min(STRIP_FRAMES, n - 1))).round().astype(int).tolist())
     strip: dict[int, list[np.ndarray]] = {}  # t -> panels, for the strip
-    pools = {method: Pool() for method in ("model", "model_pixels", "copy_last")
+    pools = {method: Pool(stride) for method in ("model", "model_pixels", "copy_last", "flow")
              if decoder is not None or method != "model_pixels"}
+    truth_blocks = Blockiness(stride)
+    shown = "model_pixels" if decoder is not None else "model"
+    names = ["truth", "model's pixels" if decoder is not None else "model's codes", "flow", "entropy"]
     window: deque[np.ndarray] = deque(maxlen=3)  # frames t - 2, t - 1, t
     entropy = [0.0, 0]  # bits summed over the scored cells, cells
     h, w = covered_shape(*codes.shape[1:], codebook.size, stride)  # the part the patch grid covers
@@ -108,33 +113,34 @@ def predict_frames(model, frames: Iterator[np.ndarray], codes: np.ndarray, codeb
         def keep(grid: CodeGrid, t: int, logp: torch.Tensor, state: torch.Tensor) -> None:
             window.append(next(frames))  # frame t: the callback comes for t = 1, 2, ... in order
             truth, previous = window[-1][:h, :w].astype(np.float64), window[-2][:h, :w].astype(np.float64)
+            earlier = window[0][:h, :w].astype(np.float64)  # frame t - 2 (t = 1: frame 0)
+            flowed = extrapolate_flow(earlier, previous, 1)[0] if t >= 2 else previous
             estimates = {"model": codebook.decode(logp.argmax(-1).cpu().numpy()[None], stride)[0],
-                         "copy_last": previous}
+                         "copy_last": previous, "flow": flowed}
             if decoder is not None:
-                earlier = window[0][:h, :w].astype(np.float64)  # frame t - 2 (t = 1: frame 0)
-                flowed = extrapolate_flow(earlier, previous, 1)[0] if t >= 2 else previous
                 estimates["model_pixels"] = decode_prediction(decoder, logp[None], state, previous, earlier=earlier,
                                                               flowed=flowed)
             moving = moving_mask(truth, previous, motion_threshold)
             for method, estimate in estimates.items():
                 pools[method].add(truth, estimate, moving)
+            truth_blocks.add(truth)
             bits = entropy_bits(logp).cpu().numpy()
             entropy[0] += float(bits.sum())
             entropy[1] += bits.size
-            panels = prediction_panels(window[-1][:h, :w], estimates["model_pixels" if decoder is not None else "model"],
-                                       bits, codebook.size, stride, top)
-            add(prediction_animation([panels], [t], n, top)[0])
+            panels = prediction_panels([window[-1][:h, :w], estimates[shown], flowed], bits, codebook.size, stride,
+                                       top)
+            add(prediction_animation([panels], [t], n, top, names)[0])
             if t in strip_at:
                 strip[t] = panels
             bar.update()
 
         scores = score_part(model, [CodeGrid(name, codes, train_end=0, val_end=0)], "test", baselines, keep)
     title = f"{outputs['strip'].stem}: each frame predicted from the frames before it; entropy 0-{top:.1f} bits"
-    save_png(outputs["strip"], prediction_strip(list(strip.values()), list(strip), title), STAGE)
+    save_png(outputs["strip"], prediction_strip(list(strip.values()), list(strip), title, names), STAGE)
     metrics = {"frames": n, "frame_size": list(window[-1].shape), "grid": list(codes.shape[1:]),
                "patches_scored": scores.count, **scores.summary(),
                "model_entropy_bits_per_patch": entropy[0] / entropy[1],
-               "shown": "model_pixels" if decoder is not None else "model"}
+               "shown": shown, "blockiness_1step_truth": truth_blocks.result()}
     for method, pool in pools.items():
         metrics.update({f"{measure}_1step_{method}": value for measure, value in pool.result().items()})
     metrics["model_vs_copy_previous_bits"] = metrics["model_bits_per_patch"] / metrics["copy_previous_bits_per_patch"]

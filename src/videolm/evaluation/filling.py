@@ -17,9 +17,11 @@ missing frame and the frame after it, over a few candidate codes per location:
 
 `evaluate_filling` leaves out the first frame after each test clip's context, fills it from
 the context and the frame after it, and compares it (PSNR / SSIM / sharpness, full and moving)
-with the average of its two neighbours and with interpolation in flow space. Given the pixel
-decoder, it also fills in pixels: the decoder's frame from the forward prediction, its state
-and both real neighbours ("model_pixels").
+with the average of its two neighbours and with interpolation in flow space, and measures every
+method's blockiness and the true frames'. Given the pixel decoder, it also fills in pixels: the
+decoder's frame from the forward prediction, its state, both real neighbours and the flow
+interpolation between them ("model_pixels"); given the decoder trained without the model, that
+one's frame too ("pixels_without_model").
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from tqdm import tqdm
 
 from videolm.codes.codebook import Codebook
 from videolm.evaluation.clips import Clip, clip_frames
-from videolm.evaluation.flow import interpolate_flow
-from videolm.image_metrics import Pool, moving_mask
+from videolm.evaluation.flow import interpolation_with_doubt
+from videolm.image_metrics import Blockiness, Pool, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, decode_prediction
 
-METHODS = ("model", "model_forward", "model_pixels", "average", "flow", "codebook")
+METHODS = ("model", "model_forward", "model_pixels", "pixels_without_model", "average", "flow", "codebook")
+DECODED = ("model_pixels", "pixels_without_model")
 
 
 @torch.no_grad()
@@ -83,16 +86,20 @@ def fill_codes(model, before: np.ndarray, after: np.ndarray, candidates: int = 4
 
 def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
                      motion_threshold: float, candidates: int, sweeps: int,
-                     decoder: PixelDecoder | None = None) -> dict[str, float | int | None]:
+                     decoders: dict[str, PixelDecoder] | None = None) -> dict[str, float | int | None]:
     """Fill frame t0 of every clip (with a frame after it) from the context frames and
-    frame t0 + 1; PSNR / SSIM / sharpness (full and moving: differs from frame t0 - 1) per method.
-    Given a `decoder`, also its frame made of the forward prediction and both real neighbours
-    ("model_pixels").
+    frame t0 + 1; PSNR / SSIM / sharpness (full and moving: differs from frame t0 - 1) and
+    blockiness per method. Also the frames of each of `decoders` (by method, as in
+    `evaluate_generation`), made of the forward prediction, both real neighbours and the flow
+    interpolation between them.
 
-    Metrics: `fill_<measure>_<method>` and `fill_frames`.
+    Metrics: `fill_<measure>_<method>`, `fill_blockiness_truth`, `fill_model_share_psnr_moving`
+    (given both decoders) and `fill_frames`.
     """
-    methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
-    pools = {m: Pool() for m in methods}
+    decoders = decoders or {}
+    methods = [m for m in METHODS if m in decoders or m not in DECODED]
+    pools = {m: Pool(stride) for m in methods}
+    truth_blocks = Blockiness(stride)
     frames = 0
     for clip in tqdm(clips, desc="evaluate: filling", unit="clip"):
         codes = clip.grid.codes
@@ -104,11 +111,15 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
         truth = clip_frames(read_frames, clip, t + 2, decoded.shape[1:])
         before, target, after = truth[-3], truth[-2], truth[-1]
         estimates = {"model": decoded[0], "model_forward": decoded[1], "average": (before + after) / 2,
-                     "flow": interpolate_flow(before, after), "codebook": decoded[2]}
-        if decoder is not None:
-            earlier = truth[-4] if len(truth) >= 4 else before
-            estimates["model_pixels"] = decode_prediction(decoder, logits, state, before, after, earlier=earlier)
+                     "codebook": decoded[2]}
+        estimates["flow"], doubt = interpolation_with_doubt(before, after)
+        earlier = truth[-4] if len(truth) >= 4 else before
+        for name, decoder in decoders.items():
+            flowed = estimates["flow"] if decoder.cfg.motion == "flow" else None
+            estimates[name] = decode_prediction(decoder, logits, state, before, after, earlier=earlier, flowed=flowed,
+                                                doubt=doubt)
         moving = moving_mask(target, before, motion_threshold)
+        truth_blocks.add(target)
         for method in methods:
             pools[method].add(target, estimates[method], moving)
         frames += 1
@@ -116,4 +127,8 @@ def evaluate_filling(model, clips: list[Clip], read_frames, codebook: Codebook, 
     for method in methods:
         for measure, value in pools[method].result().items():
             metrics[f"fill_{measure}_{method}"] = value
+    metrics["fill_blockiness_truth"] = truth_blocks.result()
+    if set(DECODED) <= set(methods):
+        ours, without = metrics["fill_psnr_moving_model_pixels"], metrics["fill_psnr_moving_pixels_without_model"]
+        metrics["fill_model_share_psnr_moving"] = None if ours is None or without is None else ours - without
     return metrics

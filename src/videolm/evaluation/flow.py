@@ -44,6 +44,18 @@ def extrapolate_flow(previous: np.ndarray, last: np.ndarray, steps: int) -> np.n
 
 def interpolate_flow(before: np.ndarray, after: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """(H, W) float32: the frame at fraction `alpha` of the way from `before` to `after`."""
-    from_before = warp(before, alpha * farneback(after, before))
-    from_after = warp(after, (1 - alpha) * farneback(before, after))
+    from_before, from_after = flow_warps(before, after, alpha)
     return (1 - alpha) * from_before + alpha * from_after
+
+
+def flow_warps(before: np.ndarray, after: np.ndarray, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The two (H, W) float32 estimates `interpolate_flow` averages: `before` and `after` each
+    warped to fraction `alpha` of the way. Where they disagree, the flow is wrong."""
+    return warp(before, alpha * farneback(after, before)), warp(after, (1 - alpha) * farneback(before, after))
+
+
+def interpolation_with_doubt(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the flow interpolation of the frame halfway between `before` and `after`, |the difference
+    of its two warps|): the estimate and where it cannot be trusted, both (H, W) float32."""
+    from_before, from_after = flow_warps(before, after)
+    return (from_before + from_after) / 2, np.abs(from_before - from_after)

@@ -4,13 +4,16 @@ own predictions, and measure them in pixels against the baselines.
 Test clips of `eval.context` real frames then `eval.horizon` frames; the model sees only the
 clip's context and feeds its own predictions back. Its predictions become pixels two ways: the
 chosen codes decoded by the codebook ("model"), and the pixel decoder's frames made of each
-predicted distribution, the state and the last context frame ("model_pixels"). At every
+predicted distribution, the state and the last context frame ("model_pixels"). Beside them, the
+decoder trained the same way without the model's inputs ("pixels_without_model") gives the
+model's share of the decoder's frames: the difference of the two. At every
 horizon they are compared, in PSNR, SSIM and sharpness on the full frame and on the moving
 region (pixels where the true frame differs from the last context frame by more than
 `eval.motion_threshold` gray levels), with copying
 the last context frame (its pixels, and its codes: the same copy seen through the
 codebook), constant optical flow, and the codebook's reconstruction of the true codes (the
 best any prediction of codes can do, up to choosing codes for pixels instead of patches).
+Every method's frames, and the true ones, are also measured for blockiness (`image_metrics`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from videolm.errors import VideoLMError
 from videolm.evaluation.clips import Clip, clip_frames
 from videolm.evaluation.flow import extrapolate_flow
 from videolm.evaluation.scoring import entropy_bits
-from videolm.image_metrics import MEASURES, Pool, moving_mask
+from videolm.image_metrics import MEASURES, Blockiness, Pool, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, decode_prediction
 
-METHODS = ("model", "model_pixels", "copy_last", "copy_last_codes", "flow", "codebook")
+METHODS = ("model", "model_pixels", "pixels_without_model", "copy_last", "copy_last_codes", "flow", "codebook")
+DECODED = ("model_pixels", "pixels_without_model")  # the methods of a pixel decoder, with and without the model
 
 
 @torch.no_grad()
@@ -75,8 +79,8 @@ def rollout(model, context: np.ndarray, horizon: int, temperature: float = 0.0, 
 
     Returns (codes (horizon, H, W) int64, entropy (horizon, H, W) float32, pixels): the entropy in
     bits of the model's predicted distribution (at temperature 1) at every location, and the
-    frame (H', W') `decode(logits (1, H, W, k), state, ahead)` makes of each prediction, stacked
-    (horizon, H', W'), if given (else None).
+    frames (n, H', W') `decode(logits (1, H, W, k), state, ahead)` makes of each prediction,
+    stacked (horizon, n, H', W'), if given (else None).
     """
     generator = torch.Generator().manual_seed(seed)
     codes, entropy, pixels = [], [], []
@@ -104,27 +108,32 @@ class Example:
 
 @dataclass
 class Generation:
-    curves: dict[str, list[dict]]  # method -> one row per horizon (plots)
+    curves: dict[str, list[dict]]  # method -> one row per horizon (plots); "truth": its blockiness
     metrics: dict[str, float | int | None]
     examples: list[Example]
 
 
 def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codebook, stride: int,
                         horizon: int, temperature: float, motion_threshold: float, seed: int,
-                        pictures: list[int] = (), decoder: PixelDecoder | None = None, top_k: int = 0,
+                        pictures: list[int] = (), decoders: dict[str, PixelDecoder] | None = None, top_k: int = 0,
                         draws: int = 1) -> Generation:
-    """Per-horizon PSNR / SSIM / sharpness (full and moving) of the model and the baselines over
-    `clips`: the model's codes decoded by the codebook ("model") and, given a `decoder`, its pixel
-    decoder's frames ("model_pixels"). Sampling (`temperature` > 0, `top_k`), `draws` rollouts
-    of each clip are made and their frames averaged, method by method.
+    """Per-horizon PSNR / SSIM / sharpness (full and moving) and blockiness of the model and the
+    baselines over `clips`: the model's codes decoded by the codebook ("model") and the frames of
+    each of `decoders` (by method: "model_pixels", the pixel decoder; "pixels_without_model", the
+    one trained without the model's inputs). Sampling (`temperature` > 0, `top_k`), `draws`
+    rollouts of each clip are made and their frames averaged, method by method.
 
     Metrics: `gen_<measure>_<method>_h1` (first generated frame) and `..._mean` (mean over
-    the horizons of the per-horizon values), plus `gen_clips` and `gen_moving_fraction`.
+    the horizons of the per-horizon values), `gen_blockiness_truth_h1` and `_mean` (the true
+    frames'), `gen_model_share_psnr_moving_h1` and `_mean` (model_pixels minus
+    pixels_without_model, given both), plus `gen_clips` and `gen_moving_fraction`.
     """
     if not clips:
         raise VideoLMError("no test clips to generate from")
-    methods = [m for m in METHODS if decoder is not None or m != "model_pixels"]
-    pools = {(m, h): Pool() for m in methods for h in range(horizon)}
+    decoders = decoders or {}
+    methods = [m for m in METHODS if m in decoders or m not in DECODED]
+    pools = {(m, h): Pool(stride) for m in methods for h in range(horizon)}
+    truth_blocks = [Blockiness(stride) for _ in range(horizon)]
     examples = {}
     for i, clip in enumerate(tqdm(clips, desc="evaluate: generation", unit="clip")):
         codes = clip.grid.codes
@@ -136,9 +145,10 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
         copy = np.repeat(last[None], horizon, 0)
         # with one context frame there is no motion to extrapolate: flow = copy_last
         flow = extrapolate_flow(earlier, last, horizon) if context >= 2 else copy
-        decode = None if decoder is None else (
-            lambda logits, state, ahead: decode_prediction(decoder, logits, state, last, ahead=ahead, earlier=earlier,
-                                                           flowed=flow[ahead - 1]))
+        decode = None if not decoders else (
+            lambda logits, state, ahead: np.stack([decode_prediction(d, logits, state, last, ahead=ahead,
+                                                                     earlier=earlier, flowed=flow[ahead - 1])
+                                                   for d in decoders.values()]))
         runs = [rollout(model, codes[clip.start:clip.t0], horizon, temperature, seed + i + j * len(clips), decode,
                         top_k) for j in range(draws)]
         _, entropy, _ = runs[0]
@@ -147,7 +157,7 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
         last_codes = codebook.decode(codes[clip.t0 - 1][None].astype(np.int64), stride)
         predictions = {
             "model": decoded[0] if draws == 1 else np.mean(decoded, 0),
-            "model_pixels": pixels[0] if draws == 1 or decoder is None else np.mean(pixels, 0),
+            **{name: (pixels[0] if draws == 1 else np.mean(pixels, 0))[:, j] for j, name in enumerate(decoders)},
             "copy_last": copy,
             "copy_last_codes": np.repeat(last_codes, horizon, 0),
             "flow": flow,
@@ -157,6 +167,7 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
         for h in range(horizon):
             target = truth[context + h]
             moving = moving_mask(target, last, motion_threshold)
+            truth_blocks[h].add(target)
             for method in methods:
                 pools[method, h].add(target, predictions[method][h], moving)
         if i in pictures:
@@ -170,7 +181,17 @@ def evaluate_generation(model, clips: list[Clip], read_frames, codebook: Codeboo
             values = [row[measure] for row in curves[method]]
             metrics[f"gen_{measure}_{method}_h1"] = values[0]
             metrics[f"gen_{measure}_{method}_mean"] = _mean(values)
+    truth = [b.result() for b in truth_blocks]
+    metrics["gen_blockiness_truth_h1"], metrics["gen_blockiness_truth_mean"] = truth[0], _mean(truth)
+    if set(DECODED) <= set(methods):
+        for when in ("h1", "mean"):
+            metrics[f"gen_model_share_psnr_moving_{when}"] = _difference(
+                metrics[f"gen_psnr_moving_model_pixels_{when}"], metrics[f"gen_psnr_moving_pixels_without_model_{when}"])
     return Generation(curves, metrics, [examples[i] for i in pictures])
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -18,9 +18,11 @@ GAP = 4  # pixels between frames
 BLOCK_GAP = 12  # pixels between the blocks of different clips
 LABEL_WIDTH = 84  # the column of row names
 LABEL_HEIGHT = 14  # the row of column names
-ROW_NAMES = {"truth": "truth", "model": "model codes", "model_pixels": "model pixels", "copy_last": "copy last",
-             "copy_last_codes": "copy codes", "flow": "flow", "codebook": "true codes"}
-ANIMATED = ("model", "model_pixels", "copy_last", "flow")  # the methods of the GIF (all are in the PNG)
+ROW_NAMES = {"truth": "truth", "model": "model codes", "model_pixels": "model pixels",
+             "pixels_without_model": "w/o model", "copy_last": "copy last", "copy_last_codes": "copy codes",
+             "flow": "flow", "codebook": "true codes"}
+ANIMATED = ("model", "model_pixels", "pixels_without_model", "copy_last", "flow")  # the GIF's (all are in the PNG)
+SHOWN_WIDTH = 320  # pixels: clips narrower than this are shown magnified (`magnified`)
 # A few stops of matplotlib's 'inferno' (black - purple - red - orange - pale yellow), in RGB.
 INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                     [245, 125, 21], [250, 193, 39], [252, 255, 164]], np.float64)
@@ -78,32 +80,49 @@ def _with_labels(grid: np.ndarray, row_names: list[str], col_names: list[str], c
     return stack([stack([np.full((LABEL_HEIGHT, LABEL_WIDTH), 255, np.uint8), top], 1), body], 0, 0)
 
 
+def magnified(frames: np.ndarray, width: int) -> np.ndarray:
+    """Frames (..., H, W) with every pixel repeated n x n times, n the whole number that brings W
+    nearest to `width` (at least 1): small clips legible beside large ones, their pixels (and any
+    blocks) shown as they are, not smoothed."""
+    n = max(1, round(width / frames.shape[-1]))
+    return np.repeat(np.repeat(frames, n, -2), n, -1)
+
+
+def _shown(ex, width: int):
+    """An example's truth and predictions, magnified to about `width` pixels."""
+    return magnified(ex.truth, width), {m: magnified(p, width) for m, p in ex.predictions.items()}
+
+
 def comparison_grid(examples) -> np.ndarray:
     """One block per example (a `videolm.evaluation.generate.Example`): rows truth then each method it
-    holds, columns the context frames then the predicted horizon (context repeated in every row)."""
+    holds, columns the context frames then the predicted horizon (context repeated in every row).
+    Every clip is shown at about one width: the widest clip's, at least `SHOWN_WIDTH`."""
+    width = max(SHOWN_WIDTH, *(ex.truth.shape[2] for ex in examples))
     blocks = []
     for ex in examples:
-        methods = tuple(ex.predictions)
+        truth, predictions = _shown(ex, width)
+        methods = tuple(predictions)
         context = ex.clip.t0 - ex.clip.start
-        rows = [list(ex.truth)] + [list(ex.truth[:context]) + list(ex.predictions[m]) for m in methods]
-        cols = [f"ctx {c - context + 1}" for c in range(context)] + [f"+{h + 1}" for h in range(len(ex.truth) - context)]
+        rows = [list(truth)] + [list(truth[:context]) + list(predictions[m]) for m in methods]
+        cols = [f"ctx {c - context + 1}" for c in range(context)] + [f"+{h + 1}" for h in range(len(truth) - context)]
         blocks.append(_with_labels(frame_grid(rows), [ROW_NAMES[r] for r in ("truth", *methods)], cols,
-                                   ex.truth.shape[1:]))
+                                   truth.shape[1:]))
     return stack(blocks, 0, BLOCK_GAP)
 
 
 def animation(examples) -> list[np.ndarray]:
     """GIF frames: at every time step, each example's truth and the `ANIMATED` methods it holds
-    side by side (one example per row, all in cells of one size); during the context every panel
-    shows the real frame."""
+    side by side (one example per row, all in cells of one size, every clip magnified to about the
+    widest's width); during the context every panel shows the real frame."""
     methods = tuple(m for m in ANIMATED if m in examples[0].predictions)
     context = examples[0].clip.t0 - examples[0].clip.start
-    width = max(e.truth.shape[2] for e in examples)
+    shown = [_shown(ex, max(e.truth.shape[2] for e in examples)) for ex in examples]
+    width = max(truth.shape[2] for truth, _ in shown)
     header = stack([text_image(ROW_NAMES[name], LABEL_HEIGHT, width) for name in ("truth", *methods)], 1)
     frames = []
     for step in range(len(examples[0].truth)):
-        rows = [[ex.truth[step]] + [ex.truth[step] if step < context else ex.predictions[m][step - context]
-                                    for m in methods] for ex in examples]
+        rows = [[truth[step]] + [truth[step] if step < context else predictions[m][step - context]
+                                 for m in methods] for truth, predictions in shown]
         when = f"context frame {step + 1} of {context}" if step < context else f"predicted +{step + 1 - context}"
         frames.append(stack([text_image(when, LABEL_HEIGHT, 200), header, frame_grid(rows)], 0, 0))
     return frames
@@ -147,32 +166,29 @@ def entropy_picture(frame: np.ndarray, entropy: np.ndarray, size: int, stride: i
     return stack([title, row, scale], 0)
 
 
-PREDICTION_ROWS = ("truth", "prediction", "entropy")
-
-
-def prediction_panels(truth: np.ndarray, predicted: np.ndarray, entropy: np.ndarray, size: int, stride: int,
+def prediction_panels(grays: list[np.ndarray], entropy: np.ndarray, size: int, stride: int,
                       top: float) -> list[np.ndarray]:
-    """One predicted frame's `PREDICTION_ROWS`: the true frame and the prediction (gray, (H, W)) and
-    the entropy of the predicted code distribution at each cell (RGB, 0 to `top` bits)."""
-    return [_to_uint8(truth), _to_uint8(predicted), entropy_heat(entropy, size, stride, truth.shape, top)]
+    """One predicted frame's panels: the gray (H, W) frames `grays` (the truth, then predictions),
+    and the entropy of the predicted code distribution at each cell (RGB, 0 to `top` bits)."""
+    return [*map(_to_uint8, grays), entropy_heat(entropy, size, stride, grays[0].shape, top)]
 
 
 def prediction_animation(panels: list[list[np.ndarray]], frames: list[int], n_frames: int,
-                         top: float) -> list[np.ndarray]:
-    """Animation frames: each predicted frame's panels side by side under their names, and a line
+                         top: float, names: list[str]) -> list[np.ndarray]:
+    """Animation frames: each predicted frame's panels side by side under their `names`, and a line
     saying which of the video's `n_frames` it is (`frames`: 0-based indices) and the colour scale."""
     width = panels[0][0].shape[1]
-    header = stack([text_image(name, LABEL_HEIGHT, width) for name in PREDICTION_ROWS], 1)
+    header = stack([text_image(name, LABEL_HEIGHT, width) for name in names], 1)
     return [stack([text_image(f"frame {t + 1}/{n_frames}, entropy 0-{top:.1f} bits", LABEL_HEIGHT, header.shape[1]),
                    header, stack(row, 1)], 0, 0)
             for t, row in zip(frames, panels)]
 
 
-def prediction_strip(panels: list[list[np.ndarray]], frames: list[int], title: str) -> np.ndarray:
-    """One column per predicted frame (`frames`: 0-based indices), rows `PREDICTION_ROWS`, labelled,
-    under a `title` line."""
-    body = stack([stack([row[r] for row in panels], 1) for r in range(len(PREDICTION_ROWS))], 0)
-    grid = _with_labels(body, list(PREDICTION_ROWS), [f"frame {t + 1}" for t in frames], panels[0][0].shape)
+def prediction_strip(panels: list[list[np.ndarray]], frames: list[int], title: str, names: list[str]) -> np.ndarray:
+    """One column per predicted frame (`frames`: 0-based indices), one row per panel (`names`),
+    labelled, under a `title` line."""
+    body = stack([stack([row[r] for row in panels], 1) for r in range(len(names))], 0)
+    grid = _with_labels(body, names, [f"frame {t + 1}" for t in frames], panels[0][0].shape)
     return stack([text_image(title, LABEL_HEIGHT, grid.shape[1]), grid], 0, 0)
 
 

@@ -33,7 +33,7 @@ def save_fields(obj, path: str | Path, stage: str = "train") -> None:
 def load_fields(cls, path: str | Path):
     """An instance of the dataclass `cls` from a file `_save` wrote (raises FileNotFoundError)."""
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    return cls(**{f.name: stored[f.name] for f in fields(cls)})
+    return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})  # else the field's default
 
 
 def _load_made_by(cls, path: str | Path, what: str, stage: str):
@@ -61,13 +61,15 @@ class Checkpoint:
 @dataclass
 class DecoderCheckpoint:
     """The train_decoder stage's file: the pixel decoder's weights and config, and what it was
-    trained on top of (the model's weights digest, the codebook's digest, the patch stride)."""
+    trained on top of (the model's weights digest, the codebook's digest, the patch stride), and
+    whether it reads the model's predictions (`PixelDecoder.reads_model`)."""
 
     decoder: dict[str, torch.Tensor]  # state_dict
     decoder_config: dict  # `DecoderConfig.model_dump()`
     model: str  # `weights_digest` of the model
     codebook: str  # codebook digest
     stride: int
+    reads_model: bool = True
 
     def save(self, path: str | Path) -> None:
         save_fields(self, path, "train_decoder")

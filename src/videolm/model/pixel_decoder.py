@@ -18,17 +18,22 @@ decoder sees what the model knows and what the codebook forgot:
   neither.
 
 Extrapolating and filling are two tasks with convolutions of their own (`body`, `fill_body`),
-each kept at its own best validation step. Filling reads no flow: on the default data flow
-interpolation is below the neighbours' mean on moving pixels, and a decoder that read it
-filled worse than that mean (docs/results.md, the ablation).
+each kept at its own best validation step. With `flow`, filling reads the flow interpolation of
+the frame between its two real neighbours where extrapolating reads the flow extrapolation, and
+where the interpolation's two warps disagree (where the flow is wrong).
 
-It predicts per pixel three blend weights and a correction: frame = base + g1 (expected - base)
-+ g2 (before - base) + g3 (flowed - base) + c, where base is the flow estimate when extrapolating
-with `flow`, else the mean of the two real frames (the copy of the last one when extrapolating,
-the neighbours' mean when filling). All four start at zero, so that, untrained, the decoder is
-that base; the blends make the obvious first steps, leaning on the model where it expects
-change, on the last frame where the flow goes wrong, or on the flow where it goes right, one
-product away.
+It predicts per pixel a blend weight for each source and a correction: frame = base
++ g1 (expected - base) + g2 (before - base) + g3 (after - base) + g4 (flowed - base) + c, where
+base is the flow estimate with `flow` (extrapolated, or interpolated when filling), else the mean
+of the two real frames (the copy of the last one when extrapolating, the neighbours' mean when
+filling). All start at zero, so that, untrained, the decoder is that base, and it is kept
+where no step of training beats it on validation; the blends make the obvious first steps,
+leaning on the model where it expects change, on the real frames (or, filling, their mean)
+where the flow goes wrong, or on the flow where it goes right, one product away.
+A decoder built with `reads_model=False` has the same convolutions without the model's three
+inputs (and without the blend towards the expected frame): trained the same way, it measures
+what the decoder makes of the real frames and their flow alone, so that the difference is the
+language model's share of the pixels.
 It works at the code grid's resolution: every cell's stride x stride pixels are channels
 (pixel unshuffle), mixed with their neighbours' by 3x3 convolutions.
 
@@ -68,21 +73,28 @@ def expected_frame(probs: torch.Tensor, gray_patches: torch.Tensor, size: int, s
 
 
 class PixelDecoder(nn.Module):
-    def __init__(self, cfg: DecoderConfig, hidden: int, gray_patches: torch.Tensor, size: int, stride: int):
-        """`hidden`: the rCNN's state channels; `gray_patches` (k, size*size) in gray levels."""
+    def __init__(self, cfg: DecoderConfig, hidden: int, gray_patches: torch.Tensor, size: int, stride: int,
+                 reads_model: bool = True):
+        """`hidden`: the rCNN's state channels; `gray_patches` (k, size*size) in gray levels.
+        `reads_model` False: a decoder of the real frames and their flow alone, which reads nothing
+        of the language model (its expected frame, entropy and state): what the decoder makes
+        without the model, so that the model's share of its frames can be measured."""
         super().__init__()
-        self.cfg, self.size, self.stride = cfg, size, stride
+        self.cfg, self.size, self.stride, self.reads_model = cfg, size, stride, reads_model
         self.register_buffer("gray_patches", gray_patches.float())
         cells = stride * stride  # pixels per cell
         self.motion = {"none": [], "frames": ["earlier"], "flow": ["earlier", "flowed"]}[cfg.motion]
-        self.body = _body(3 + len(self.motion), cells, hidden, cfg.width)  # extrapolation
-        self.fill_body = _body(3 + len(self.motion[:1]), cells, hidden, cfg.width)  # filling: no flow
+        self.sources = ["expected"] * reads_model + ["before", "after", "flowed"]  # what the blends lean towards
+        frames = len(self.sources) + ("earlier" in self.motion) + ("flowed" in self.motion)  # + the flow's doubt
+        features = (hidden + 1) * reads_model + 2  # state and entropy; ahead and filling
+        self.body = _body(frames, cells, features, len(self.sources) + 1, cfg.width)  # extrapolation
+        self.fill_body = _body(frames, cells, features, len(self.sources) + 1, cfg.width)  # filling
 
     @classmethod
-    def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int) -> PixelDecoder:
+    def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int, reads_model: bool = True) -> PixelDecoder:
         """A decoder (untrained) for the rCNN `model` over `codebook`'s codes at patch `stride`."""
         gray_patches = torch.from_numpy(codebook.gray_patches().reshape(codebook.k, -1).astype(np.float32))
-        return cls(cfg, model.cfg.hidden, gray_patches, codebook.size, stride)
+        return cls(cfg, model.cfg.hidden, gray_patches, codebook.size, stride, reads_model)
 
     def summarize(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the decoder reads of a predicted distribution `probs` (B, H, W, k): the mean of the
@@ -90,49 +102,54 @@ class PixelDecoder(nn.Module):
         entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1) / math.log(probs.shape[-1])
         return expected_frame(probs, self.gray_patches, self.size, self.stride), entropy
 
-    def forward(self, expected: torch.Tensor, entropy: torch.Tensor, state: torch.Tensor, before: torch.Tensor,
-                after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor, earlier: torch.Tensor,
-                flowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, expected: torch.Tensor | None, entropy: torch.Tensor | None, state: torch.Tensor | None,
+                before: torch.Tensor, after: torch.Tensor, ahead: torch.Tensor, filling: torch.Tensor,
+                earlier: torch.Tensor, flowed: torch.Tensor, doubt: torch.Tensor | None = None) -> torch.Tensor:
         """Gray frames (B, H', W'), H' = (H-1)s+p, from:
 
         expected (B, H', W'), entropy (B, H, W): `self.summarize` of the model's predicted code
-        distribution of the frame;
-        state (B, C, H, W): the recurrent state it was predicted from;
+        distribution of the frame; state (B, C, H, W): the recurrent state it was predicted from
+        (all three None, and not read, when the decoder does not read the model);
         before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
         ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real;
         earlier (B, H', W'): the real frame before `before` (read with `decoder.motion` = frames and
-        flow); flowed (B, H', W'): the optical-flow estimate of an extrapolated frame (flow alone).
+        flow); flowed (B, H', W'): the optical-flow estimate of the frame, extrapolated from
+        `earlier` and `before`, or interpolated between `before` and `after` when filling (read with
+        `decoder.motion=flow`; otherwise the mean of `before` and `after`); doubt (B, H', W'): where
+        a flow interpolation cannot be trusted, the absolute difference of its two warps
+        (`flow.interpolation_with_doubt`; read with `flow`; None: zero, as for an extrapolation).
         The cells' stride x stride blocks (the top-left (H*s, W*s) pixels) are predicted; pixels beyond
         them (only when patches overlap) keep the base.
         """
-        b, _, h, w = state.shape
         s = self.stride
+        b, h, w = len(before), (before.shape[1] - self.size) // s + 1, (before.shape[2] - self.size) // s + 1
         fills = filling[:, None, None] > 0
-        mean = (before + after) / 2
-        flowed = torch.where(fills, mean, flowed)  # filling reads no flow
-        base = flowed if self.cfg.motion == "flow" else mean
-        inputs = {"earlier": earlier, "flowed": flowed}
-        frames = torch.stack([expected, before, after, *(inputs[name] for name in self.motion)], 1)  # (B, 3..5, H', W')
+        base = flowed if self.cfg.motion == "flow" else (before + after) / 2
+        doubt = torch.zeros_like(before) if doubt is None else doubt
+        given = {"expected": expected, "before": before, "after": after, "earlier": earlier, "flowed": flowed,
+                 "doubt": doubt + GRAY_MID}  # enters as doubt / 64, like the frames' differences
+        names = self.sources + ["earlier"] * ("earlier" in self.motion) + ["doubt"] * ("flowed" in self.motion)
+        frames = torch.stack([given[name] for name in names], 1)  # (B, n, H', W')
         frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, n*s*s, H, W)
-        rest = [state, entropy[:, None], torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None]
-                .expand(b, 2, h, w)]
-        fill_frames = frames[:, :(4 if self.motion else 3) * s * s]  # without the flow channels
-        blends = torch.where(fills[:, None], self.fill_body(torch.cat([fill_frames, *rest], 1)),
-                             self.body(torch.cat([frames, *rest], 1)))
-        to_expected, to_before, to_flowed, correction = F.pixel_shuffle(blends, s).unbind(1)  # (B, H*s, W*s) each
-        inner, crop = base[:, :h * s, :w * s], (slice(None), slice(None, h * s), slice(None, w * s))
-        inner = (inner + to_expected * (expected[crop] - inner) + to_before * (before[crop] - inner)
-                 + to_flowed * (flowed[crop] - inner) + correction * GRAY_SCALE)
+        flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
+        inputs = torch.cat([frames, *([state, entropy[:, None]] if self.reads_model else []), flags], 1)
+        blends = torch.where(fills[:, None], self.fill_body(inputs), self.body(inputs))
+        *weights, correction = F.pixel_shuffle(blends, s).unbind(1)  # (B, H*s, W*s) each
+        crop = (slice(None), slice(None, h * s), slice(None, w * s))
+        inner = base[crop]
+        inner = inner + sum(weight * (given[name][crop] - inner) for weight, name in zip(weights, self.sources))
+        inner = inner + correction * GRAY_SCALE
         return torch.cat([torch.cat([inner, base[:, :h * s, w * s:]], 2), base[:, h * s:]], 1)
 
 
-def _body(frames: int, cells: int, hidden: int, width: int) -> nn.Sequential:
-    """The convolutions from `frames` real or expected frames (each `cells` channels a cell), the
-    state and 3 flags to three blend weights and a correction per pixel, starting at zero."""
+def _body(frames: int, cells: int, features: int, outputs: int, width: int) -> nn.Sequential:
+    """The convolutions from `frames` real or expected frames (each `cells` channels a cell) and
+    `features` more channels per cell to `outputs` maps per pixel (the blend weights and the
+    correction), starting at zero."""
     body = nn.Sequential(
-        nn.Conv2d(frames * cells + hidden + 3, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(frames * cells + features, width, 3, padding=1), nn.ReLU(),
         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(width, 4 * cells, 1))
+        nn.Conv2d(width, outputs * cells, 1))
     nn.init.zeros_(body[-1].weight)  # the decoder starts as its base
     nn.init.zeros_(body[-1].bias)
     return body
@@ -150,23 +167,26 @@ def gradient_difference_loss(truth: torch.Tensor, estimate: torch.Tensor) -> tor
 @torch.no_grad()
 def decode_prediction(decoder: PixelDecoder, logits: torch.Tensor, state: torch.Tensor, before: np.ndarray,
                       after: np.ndarray | None = None, ahead: int = 1, earlier: np.ndarray | None = None,
-                      flowed: np.ndarray | None = None) -> np.ndarray:
+                      flowed: np.ndarray | None = None, doubt: np.ndarray | None = None) -> np.ndarray:
     """One predicted frame (H', W') float64 from the model's `logits` (1, H, W, k) and `state`
     (1, C, H, W): extrapolated `ahead` frames after the real frame `before` (H', W'), or, given the
     real frame `after` it, the frame between them. `earlier` is the real frame before `before`
-    (default: `before`), `flowed` the optical-flow estimate of the frame (default: the copy of
-    `before`, or the neighbours' mean when filling)."""
+    (default: `before`), `flowed` the optical-flow estimate of the frame, extrapolated or
+    interpolated (default: the copy of `before`, or the neighbours' mean when filling), `doubt`
+    where an interpolated one cannot be trusted (default: zero). A decoder that does not read the
+    model ignores `logits` and `state`."""
     decoder.eval()
     device = decoder.gray_patches.device
     filling = float(after is not None)
     after = before if after is None else after
     earlier = before if earlier is None else earlier
     flowed = (np.asarray(before, np.float64) + after) / 2 if flowed is None else flowed
-    expected, entropy = decoder.summarize(torch.softmax(logits.float(), -1))
-    frame = decoder(expected, entropy, state, *(_batch_of_one(f, device) for f in (before, after)),
+    expected, entropy = decoder.summarize(torch.softmax(logits.float(), -1)) if decoder.reads_model else (None, None)
+    frame = decoder(expected, entropy, state if decoder.reads_model else None, *(_batch_of_one(f, device) for f in (before, after)),
                     torch.tensor([float(ahead)], device=device),
                     torch.tensor([filling], device=device),
-                    *(_batch_of_one(f, device) for f in (earlier, flowed)))
+                    *(_batch_of_one(f, device) for f in (earlier, flowed)),
+                    None if doubt is None else _batch_of_one(doubt, device))
     return frame[0].double().cpu().numpy()
 
 
@@ -184,6 +204,7 @@ def load_decoder(path, model, codebook, stride: int) -> PixelDecoder:
     if checkpoint.stride != stride:
         raise VideoLMError(f"{path}: trained with patches.stride={checkpoint.stride}, not {stride}; rerun the "
                            f"train_decoder stage")
-    decoder = PixelDecoder.for_model(DecoderConfig(**checkpoint.decoder_config), model, codebook, stride)
+    decoder = PixelDecoder.for_model(DecoderConfig(**checkpoint.decoder_config), model, codebook, stride,
+                                     checkpoint.reads_model)
     decoder.load_state_dict(checkpoint.decoder)
     return decoder.eval()

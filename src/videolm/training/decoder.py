@@ -6,7 +6,10 @@ its argmax codes (what `evaluate` does), and at every step the decoder turns the
 distribution and state, with the last real frame, into pixels, scored against the true
 frames. The first step is also used for filling: the same prediction with the real frame after
 it as `after`. With `decoder.motion=flow` each example also carries the optical-flow estimates
-of its extrapolated frames (Farneback on the crop's two last real frames).
+of its extrapolated frames (Farneback on the crop's two last real frames) and of its filled one
+(interpolated between its two real neighbours).
+A decoder that does not read the model (`reads_model=False`) is trained on the same crops in
+the same order, with the same loss and selection; no rollout is made for it.
 Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
 the background is not the easy optimum), + `gdl_weight` x gradient difference (in gray / 255).
 
@@ -36,7 +39,7 @@ from videolm.codes.grids import CodeGrid
 from videolm.config import DecoderConfig
 from videolm.data.frames import VideoFrames
 from videolm.errors import VideoLMError
-from videolm.evaluation.flow import extrapolate_flow
+from videolm.evaluation.flow import extrapolate_flow, interpolation_with_doubt
 from videolm.evaluation.generate import rollout_steps
 from videolm.image_metrics import Pool, as_db, moving_mask
 from videolm.model.pixel_decoder import PixelDecoder, gradient_difference_loss
@@ -52,11 +55,14 @@ BEATS_BY_DB = 0.01  # a decoder within this of a baseline's PSNR is no better th
 class DecoderClip:
     """Codes (context, H, W) before a prediction; the true frames (2 + span, H', W'): the two last
     real frames, then the `span` frames after them; and, with `decoder.motion=flow`, the flow
-    estimates (horizon, H', W') of the `horizon` frames after them (else None)."""
+    estimates (horizon + 1, H', W'): the `horizon` frames after them extrapolated, then the first
+    of them interpolated between its real neighbours, and that interpolation's doubt (H', W')
+    (else None)."""
 
     codes: torch.Tensor
     frames: torch.Tensor
     flowed: torch.Tensor | None
+    doubt: torch.Tensor | None
 
 
 def frames_needed(horizon: int) -> int:
@@ -88,8 +94,9 @@ class DecoderCrops:
 
 def stack_clips(clips: list[DecoderClip]) -> DecoderClip:
     """A batch of examples: each field stacked along a new first dimension."""
-    flowed = None if clips[0].flowed is None else torch.stack([c.flowed for c in clips])
-    return DecoderClip(torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips]), flowed)
+    flowed, doubt = (None if clips[0].flowed is None else torch.stack([getattr(c, name) for c in clips])
+                     for name in ("flowed", "doubt"))
+    return DecoderClip(torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips]), flowed, doubt)
 
 
 def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size: int, stride: int,
@@ -103,24 +110,30 @@ def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size
     frames = video.read(start, t + frames_needed(cfg.horizon))[:, pixels[0], pixels[1]].astype(np.float32)
     if start == t - 1:
         frames = np.concatenate([frames[:1], frames])
-    flowed = None
+    flowed = doubt = None
     if cfg.motion == "flow":
-        flowed = torch.from_numpy(extrapolate_flow(frames[0], frames[1], cfg.horizon))
-    return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed)
+        between, doubt = interpolation_with_doubt(frames[1], frames[3])
+        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon), between[None]]))
+        doubt = torch.from_numpy(doubt)
+    return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed, doubt)
 
 
 def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: torch.Tensor,
-                     flowed: torch.Tensor | None, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     flowed: torch.Tensor | None, horizon: int,
+                     doubt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(estimates, truths, lasts), each (B * (horizon + 1), H', W'): the decoder's frames for the
     `horizon` rolled-out predictions after `codes` (B, context, H, W), then for filling the first
     one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
-    `flowed` (B, horizon, H', W') are the extrapolated frames' flow estimates (None: not read)."""
-    inputs = []  # per step ahead: (expected, entropy, state)
-    with torch.no_grad():
-        for logits, state, _ in rollout_steps(model, codes, horizon):
-            inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
-    inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
-    expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
+    `flowed` (B, horizon + 1, H', W') are the frames' flow estimates and `doubt` (B, H', W') the
+    filled frame's flow doubt (None: not read)."""
+    expected = entropy = state = None
+    if decoder.reads_model:
+        inputs = []  # per step ahead: (expected, entropy, state)
+        with torch.no_grad():
+            for logits, state, _ in rollout_steps(model, codes, horizon):
+                inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
+        inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
+        expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
     earlier, last, b, device = frames[:, 0], frames[:, 1], len(frames), frames.device
     before = last.repeat(horizon + 1, 1, 1)
     after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 3]])
@@ -128,10 +141,11 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
                        torch.ones(b, device=device)])
     filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
     truth = torch.cat([frames[:, 2:horizon + 2].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 2]])
-    mean = (before + after) / 2  # where no flow is read: the filled frames, and every frame without flow
-    flowed = mean if flowed is None else torch.cat([flowed.transpose(0, 1).reshape(-1, *last.shape[1:]), mean[-b:]])
+    flowed = (before + after) / 2 if flowed is None else flowed.transpose(0, 1).reshape(-1, *last.shape[1:])
+    if doubt is not None:
+        doubt = torch.cat([torch.zeros_like(before[:-b]), doubt])
     estimates = decoder(expected, entropy, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
-                        flowed)
+                        flowed, doubt)
     return estimates, truth, before
 
 
@@ -160,17 +174,19 @@ def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg:
 def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: DecoderConfig,
              motion_threshold: float) -> dict[str, float | None]:
     """Mean loss over the validation clips, and PSNR / SSIM on moving pixels (as `evaluate`
-    measures them) of the decoder and of copying the last frame (filling: the neighbours'
-    mean), for extrapolation (all horizons pooled) and filling."""
+    measures them) of the decoder, of copying the last frame (filling: the neighbours' mean) and
+    of optical flow (when the clips carry it), for extrapolation (all horizons pooled) and filling."""
     decoder.eval()
     loss = 0.0
     baseline = {"extrapolate": "copy_last", "fill": "average"}
-    pools = {(what, method): Pool() for what in baseline for method in ("decoder", baseline[what])}
+    flows = bool(clips) and clips[0].flowed is not None
+    pools = {(what, method): Pool(decoder.stride) for what in baseline
+             for method in ("decoder", baseline[what], *["flow"] * flows)}
     device = decoder.gray_patches.device
     for clip in clips:
-        flowed = None if clip.flowed is None else clip.flowed[None].to(device)
+        flowed, doubt = (None if t is None else t[None].to(device) for t in (clip.flowed, clip.doubt))
         estimates, truths, lasts = decoded_examples(model, decoder, clip.codes[None].to(device),
-                                                    clip.frames[None].to(device), flowed, cfg.horizon)
+                                                    clip.frames[None].to(device), flowed, cfg.horizon, doubt)
         loss += float(decoder_loss(estimates, truths, lasts, cfg, motion_threshold))
         last, after = clip.frames[1].numpy(), clip.frames[3].numpy()
         for i, (estimate, truth) in enumerate(zip(estimates.cpu().numpy(), truths.cpu().numpy())):
@@ -178,6 +194,8 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
             moving = moving_mask(truth, last, motion_threshold)
             pools[what, "decoder"].add(truth, estimate, moving)
             pools[what, baseline[what]].add(truth, last if what == "extrapolate" else (last + after) / 2, moving)
+            if flows:
+                pools[what, "flow"].add(truth, clip.flowed[i].numpy(), moving)
     metrics: dict[str, float | None] = {"val_loss": loss / len(clips)}
     for (what, method), pool in pools.items():
         for measure in ("psnr_moving", "ssim_moving"):
@@ -187,16 +205,17 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
 
 def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], codebook: Codebook, stride: int,
                   cfg: DecoderConfig, seed: int, motion_threshold: float,
-                  device: torch.device = torch.device("cpu")) -> tuple[PixelDecoder, dict]:
+                  device: torch.device = torch.device("cpu"), reads_model: bool = True) -> tuple[PixelDecoder, dict]:
     """Train a `PixelDecoder` on `model` (frozen) on `device`; return it (on the CPU) with each
     task's best validation weights, and a summary (each task's best step and its validation
     metrics, and whether it beats its baseline). Without validation frames long enough for one
-    clip, the last weights are kept (and the summary says val_clips 0)."""
+    clip, the last weights are kept (and the summary says val_clips 0). `reads_model` False: the
+    decoder without the model's inputs, trained the same way."""
     torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model.eval().requires_grad_(False).to(device)
-    decoder = PixelDecoder.for_model(cfg, model, codebook, stride).to(device)
+    decoder = PixelDecoder.for_model(cfg, model, codebook, stride, reads_model).to(device)
     crops = DecoderCrops(grids, videos, cfg, codebook.size, stride, seed)
     val = validation_clips(grids, videos, cfg, codebook.size, stride)
     if not val:
@@ -209,13 +228,17 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     batches = iter(DataLoader(crops, batch_size=cfg.batch_size, sampler=range(cfg.steps * cfg.batch_size),
                               num_workers=cfg.loader_workers, collate_fn=stack_clips,
                               pin_memory=device.type == "cuda"))
-    bar = tqdm(range(cfg.steps), desc="train_decoder")
+    if val:  # the untrained decoder (its base) is kept unless a step beats it
+        untrained = validate(model, decoder, val, cfg, motion_threshold)
+        for task, body in TASKS.items():
+            best[task].offer(untrained, task, cfg.select, 0, getattr(decoder, body))
+    bar = tqdm(range(cfg.steps), desc="train_decoder" + ("" if reads_model else " (without the model)"))
     for step in bar:
         decoder.train()
         batch = next(batches)
-        flowed = None if batch.flowed is None else batch.flowed.to(device)
+        flowed, doubt = (None if t is None else t.to(device) for t in (batch.flowed, batch.doubt))
         examples = decoded_examples(model, decoder, batch.codes.to(device), batch.frames.to(device), flowed,
-                                    cfg.horizon)
+                                    cfg.horizon, doubt)
         loss = decoder_loss(*examples, cfg, motion_threshold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,7 +257,7 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     for task, body in TASKS.items():
         if best[task].weights is not None:
             getattr(decoder, body).load_state_dict(best[task].weights)
-        summary[f"best_step_{task}"] = best[task].step or cfg.steps
+        summary[f"best_step_{task}"] = best[task].step if best[task].weights is not None else cfg.steps
         summary.update({k: v for k, v in (best[task].metrics or {}).items()
                         if k.startswith(f"val_{task}_") or (task == "extrapolate" and k == "val_loss")})
     if all(best[task].metrics for task in TASKS):
