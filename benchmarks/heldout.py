@@ -83,18 +83,18 @@ def report(curves: dict, gen: dict, fill: dict, facts: dict, motion: str) -> lis
     rows = [[name] + [db(curves[method][h - 1]["psnr_moving"]) for h in HORIZONS]
             + [db(gen[f"gen_psnr_moving_{method}_mean"])]
             + [db(curves[method][h - 1]["ssim_moving"]) for h in HORIZONS]
-            + [db(gen[f"gen_blockiness_{method}_mean"])] for method, name in ROWS]
+            + [f"{gen[f'gen_blockiness_{method}_mean']:.3f}"] for method, name in ROWS]
     rows += [["the model's share (the decoder minus the decoder without the model)"]
              + [f"{share[h - 1]:+.2f}" for h in HORIZONS] + [f"{sum(share) / len(share):+.2f}"] + [""] * 3
              + [""],
-             ["truth"] + [""] * 7 + [db(gen["gen_blockiness_truth_mean"])]]
+             ["truth"] + [""] * 7 + [f"{gen['gen_blockiness_truth_mean']:.3f}"]]
     above = {other: [h + 1 for h in range(len(curves["copy_last"]))
                      if curves["model_pixels"][h]["psnr_moving"] > curves[other][h]["psnr_moving"]]
              for other in ("copy_last", "model", "flow")}
     lines = [f"Held-out clips: {', '.join(f'{v} ({n} frames)' for v, n in facts['videos'].items())}; "
              f"{facts['clips']} clips of generation and filling; moving pixels {facts['moving']:.1%} of the "
              f"generated frames; decoder.motion={motion}; {facts['seconds']:.0f} s.", "",
-             *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), "PSNR mean h1..h10",
+             *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), f"PSNR mean h1..h{len(share)}",
                      *(f"SSIM h{h}" for h in HORIZONS), "blockiness (all pixels, mean)"], rows), "",
              "Horizons where the model's pixels are above, on moving pixels (PSNR): "
              + "; ".join(f"{name}: {', '.join(map(str, above[other])) or 'none'} of {len(curves['copy_last'])}"
@@ -102,8 +102,8 @@ def report(curves: dict, gen: dict, fill: dict, facts: dict, motion: str) -> lis
                                              ("flow", "optical flow"))), "",
              *table(["filling, moving pixels", "PSNR", "SSIM", "blockiness (all pixels)"],
                     [[name, db(fill[f"fill_psnr_moving_{method}"]), db(fill[f"fill_ssim_moving_{method}"]),
-                      db(fill[f"fill_blockiness_{method}"])] for method, name in FILL_ROWS]
-                    + [["truth", "", "", db(fill["fill_blockiness_truth"])]])]
+                      f"{fill[f'fill_blockiness_{method}']:.3f}"] for method, name in FILL_ROWS]
+                    + [["truth", "", "", f"{fill['fill_blockiness_truth']:.3f}"]])]
     return lines
 
 

@@ -14,8 +14,8 @@ from functools import cache
 from pathlib import Path
 
 METHODS = {  # plots/horizon/<file>.json -> the name a table gives it
-    "model": "model", "model_pixels": "model_pixels", "copy_last": "copy last",
-    "copy_last_codes": "copy last (codes)", "flow": "flow", "codebook": "codebook (ceiling)"}
+    "model": "model", "model_pixels": "model_pixels", "pixels_without_model": "pixels_without_model",
+    "copy_last": "copy last", "copy_last_codes": "copy last (codes)", "flow": "flow", "codebook": "codebook (ceiling)"}
 
 
 @cache
@@ -60,16 +60,20 @@ def readme_results() -> str:
 
 
 def readme_pixels() -> str:
-    """The README's sentence on the decoder against copying and flow, at every horizon."""
-    copy, flow = gaps("model_pixels", "copy_last"), gaps("model_pixels", "flow")
-    fill = metrics("eval")["fill_psnr_moving_model_pixels"] - metrics("eval")["fill_psnr_moving_average"]
+    """The README's sentences on the decoder against copying and flow, and the model's share."""
+    e = metrics("eval")
+    copy, flow, share = (gaps("model_pixels", b) for b in ("copy_last", "flow", "pixels_without_model"))
+    fills = {b: e["fill_psnr_moving_model_pixels"] - e[f"fill_psnr_moving_{b}"] for b in ("average", "flow")}
     above = [h for h, gap in zip(horizon("flow"), flow) if gap > 0]
     return (f"In likelihood the rCNN is far ahead of both baselines. In pixels its decoder, which reads the\n"
             f"model's predictions and the real frames' motion (optical flow among it), is above copying the\n"
             f"last frame by {min(copy):.1f} to {max(copy):.1f} dB at every horizon, and above optical flow alone "
-            f"at {len(above)} of {len(flow)}\nhorizons, by {min(flow):.2f} to {max(flow):.2f} dB. "
-            f"It fills a missing frame {fill:.2f} dB {'above' if fill > 0 else 'below'} the neighbours'\n"
-            f"mean (moving pixels).")
+            f"at {len(above)} of {len(flow)}\nhorizons ({min(flow):+.2f} to {max(flow):+.2f} dB). "
+            f"**The language model's share of those pixels is small**: against the same decoder\ntrained "
+            f"without the model's inputs, the model adds {min(share):+.2f} to {max(share):+.2f} dB at each horizon "
+            f"({sum(share) / len(share):+.2f} dB on\naverage over h1..h{len(share)}). "
+            f"It fills a missing frame {fills['average']:+.2f} dB against the neighbours' mean and "
+            f"{fills['flow']:+.2f} dB\nagainst flow interpolation (moving pixels).")
 
 
 def likelihood() -> str:
@@ -110,13 +114,43 @@ def filling() -> str:
     """docs/results.md's filling table, from metrics/eval.json's fill_* keys."""
     e = metrics("eval")
     names = {"model": "model (codes, joint likelihood)", "model_forward": "model_forward (codes, no t+1)",
-             "model_pixels": "model_pixels (decoder, both neighbours)", "average": "average", "flow": "flow",
-             "codebook": "codebook"}
+             "model_pixels": "model_pixels (decoder, both neighbours, flow)",
+             "pixels_without_model": "pixels_without_model (the decoder without the model)", "average": "average",
+             "flow": "flow", "codebook": "codebook"}
     measures = [("psnr", ".2f"), ("psnr_moving", ".2f"), ("ssim", ".3f"), ("ssim_moving", ".3f"),
-                ("sharpness", ".2f"), ("sharpness_moving", ".2f")]
-    return table(["filling", "PSNR", "PSNR moving", "SSIM", "SSIM moving", "sharpness", "sharpness moving"],
+                ("sharpness", ".2f"), ("sharpness_moving", ".2f"), ("blockiness", ".3f")]
+    return table(["filling", "PSNR", "PSNR moving", "SSIM", "SSIM moving", "sharpness", "sharpness moving",
+                  "blockiness"],
                  [[label, *(format(e[f"fill_{m}_{name}"], spec) for m, spec in measures)]
-                  for name, label in names.items()])
+                  for name, label in names.items()]
+                 + [["truth", *[""] * 6, f"{e['fill_blockiness_truth']:.3f}"]])
+
+
+def blockiness() -> str:
+    """docs/results.md's blockiness per method at horizons 1, 5 and 10, the truth's beside."""
+    e = metrics("eval")
+    truth = [f"{e['gen_blockiness_truth_h1']:.3f}", "", "", f"{e['gen_blockiness_truth_mean']:.3f}"]
+    return table(["blockiness", "h1", "h5", "h10", "mean h1..h10"],
+                 [[label, *(f"{horizon(f)[h]['blockiness']:.3f}" for h in (1, 5, 10)),
+                   f"{e[f'gen_blockiness_{f}_mean']:.3f}"] for f, label in METHODS.items()] + [["truth", *truth]])
+
+
+def model_share() -> str:
+    """docs/results.md's table of the model's share: the decoder against itself without the model."""
+    e = metrics("eval")
+    share = gaps("model_pixels", "pixels_without_model")
+    rows = [[label, *(f"{horizon(f)[h]['psnr_moving']:.2f}" for h in horizon(f)),
+             f"{e[f'gen_psnr_moving_{f}_mean']:.2f}", f"{e[f'fill_psnr_moving_{f}']:.2f}"]
+            for f, label in (("model_pixels", "the decoder"), ("pixels_without_model", "the decoder without the model"),
+                             ("flow", "optical flow"), ("copy_last", "copy-last"))]
+    rows.append(["**the model's share**", *(f"**{s:+.2f}**" for s in share), f"**{sum(share) / len(share):+.2f}**",
+                 f"**{e['fill_model_share_psnr_moving']:+.2f}**"])
+    return table(["moving PSNR (dB)", *(f"h{h}" for h in horizon("flow")), "mean", "filling"], rows)
+
+
+def heldout() -> str:
+    """benchmarks/RESULTS-heldout.md's tables, as `python benchmarks/heldout.py` wrote them."""
+    return Path("benchmarks/RESULTS-heldout.md").read_text().split("\n", 2)[2].strip()
 
 
 def decoder_gains() -> str:

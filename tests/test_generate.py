@@ -10,7 +10,7 @@ from conftest import frames_of, moving_grid, tiny_model
 from videolm.config import DecoderConfig
 from videolm.evaluation.clips import evaluation_clips, picture_clips
 from videolm.evaluation.generate import DECODED, METHODS, evaluate_generation, rollout_steps
-from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, upsample_cells
+from videolm.evaluation.pictures import animation, comparison_grid, entropy_picture, magnified, upsample_cells
 from videolm.image_metrics import MEASURES
 from videolm.model.pixel_decoder import PixelDecoder
 
@@ -118,3 +118,13 @@ def test_pictures(codebook):
     cells = np.arange(6).reshape(2, 3)
     np.testing.assert_array_equal(upsample_cells(cells, 4, 4, (8, 12)), np.kron(cells, np.ones((4, 4), int)))
     assert upsample_cells(cells, 8, 4, (12, 16)).shape == (12, 16)
+
+
+def test_small_clips_are_shown_at_about_the_width_of_large_ones():
+    rng = np.random.default_rng(0)
+    small = rng.uniform(0, 255, (3, 12, 40))
+    big = magnified(small, 320)
+    assert big.shape == (3, 96, 320)  # every pixel 8 x 8 times: nothing smoothed, nothing invented
+    np.testing.assert_array_equal(big[:, ::8, ::8], small)
+    assert magnified(small, 60).shape == small.shape[:1] + (24, 80)  # the nearest whole factor, 2
+    assert magnified(rng.uniform(0, 255, (1, 200, 400)), 320).shape == (1, 200, 400)  # never shrunk

@@ -9,12 +9,14 @@ import torch
 from conftest import frames_of, moving_grid, tiny_model
 
 from videolm.codes.codebook import Codebook
+from videolm.codes.grids import encode_frames
 from videolm.config import DecoderConfig
 from videolm.data.frames import write_frames
 from videolm.errors import VideoLMError
 from videolm.evaluation.flow import extrapolate_flow, interpolate_flow, interpolation_with_doubt
 from videolm.model.checkpoint import DecoderCheckpoint, weights_digest
 from videolm.model.pixel_decoder import (
+    OverlappingPaint,
     PixelDecoder,
     decode_prediction,
     expected_frame,
@@ -219,3 +221,41 @@ def test_each_task_keeps_the_weights_of_its_own_best_step():
     for step, loss in enumerate((1.0, 0.5, 0.7), 1):
         by_loss.offer(metrics(10, 20, loss), "extrapolate", "loss", step, body)
     assert by_loss.step == 2
+
+
+def test_the_scores_are_the_surprise_of_the_copy_and_the_flow(codebook):
+    """The decoder's nearest codes are the encoder's (ties aside: random frames have none), and
+    a distribution certain of a frame's codes has surprise 0 for that frame and entropy 0."""
+    decoder = PixelDecoder.for_model(DecoderConfig(width=4), tiny_model(codebook), codebook, SIZE)
+    frames = np.random.default_rng(5).uniform(0, 255, (2, 6 * SIZE, 8 * SIZE)).astype(np.float32)
+    codes = encode_frames(frames, codebook, SIZE).astype(np.int64)
+    np.testing.assert_array_equal(decoder.nearest_codes(torch.from_numpy(frames)).numpy(), codes)
+    certain = torch.nn.functional.one_hot(torch.from_numpy(codes[:1]), codebook.k).float()  # sure of frame 0
+    _, scores = decoder.summarize(certain, *(torch.from_numpy(f[None]) for f in frames))
+    entropy, surprise_before, surprise_flowed = scores[0]
+    assert torch.all(entropy.abs() < 1e-6) and torch.all(surprise_before.abs() < 1e-6)
+    changed = torch.from_numpy(codes[0] != codes[1])
+    assert changed.any() and torch.all(surprise_flowed[changed] > 5)  # -log(1e-30) / log k
+
+
+@pytest.mark.parametrize("stride", [4, 3])
+def test_the_paint_is_a_transposed_convolution_whose_cells_overlap(stride):
+    torch.manual_seed(0)
+    paint = OverlappingPaint(5, 2, stride)
+    torch.nn.init.normal_(paint.paint.weight)
+    torch.nn.init.normal_(paint.bias)
+    reference = torch.nn.ConvTranspose2d(5, 2, 2 * stride, stride=stride, padding=stride // 2)
+    with torch.no_grad():  # the same weights: (width, outputs * k * k, 1, 1) -> (width, outputs, k, k)
+        reference.weight.copy_(paint.paint.weight.reshape(2, 2 * stride, 2 * stride, 5).permute(3, 0, 1, 2))
+        reference.bias.copy_(paint.bias)
+    x = torch.randn(2, 5, 3, 4)
+    out = paint(x)
+    assert out.shape == (2, 2, 3 * stride, 4 * stride)
+    torch.testing.assert_close(out, reference(x)[..., :3 * stride, :4 * stride], rtol=1e-5, atol=1e-5)
+    moved = x.clone()
+    moved[:, :, 1, 1] += 1  # one cell's features: its own pixels and half a cell of each neighbour's change
+    changed = (paint(moved) - out).abs().sum((0, 1)) > 0
+    rows, cols = changed.any(1).nonzero()[:, 0], changed.any(0).nonzero()[:, 0]
+    half = stride // 2
+    assert (rows.min(), rows.max()) == (stride - half, 2 * stride - 1 + (2 * stride - half - stride))
+    assert (cols.min(), cols.max()) == (stride - half, 2 * stride - 1 + (2 * stride - half - stride))

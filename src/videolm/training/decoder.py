@@ -49,6 +49,7 @@ from videolm.training.schedule import lr_schedule
 log = logging.getLogger(__name__)
 
 BEATS_BY_DB = 0.01  # a decoder within this of a baseline's PSNR is no better than it
+VAL_CLIP_STRIDE = 4  # frames between validation clips' starts (the default eval.clip_stride)
 
 
 @dataclass
@@ -126,14 +127,6 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
     one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
     `flowed` (B, horizon + 1, H', W') are the frames' flow estimates and `doubt` (B, H', W') the
     filled frame's flow doubt (None: not read)."""
-    expected = entropy = state = None
-    if decoder.reads_model:
-        inputs = []  # per step ahead: (expected, entropy, state)
-        with torch.no_grad():
-            for logits, state, _ in rollout_steps(model, codes, horizon):
-                inputs.append((*decoder.summarize(torch.softmax(logits.float(), -1)), state))
-        inputs.append(inputs[0])  # filling: the first prediction, with the real frame after it
-        expected, entropy, state = (torch.cat(parts) for parts in zip(*inputs))
     earlier, last, b, device = frames[:, 0], frames[:, 1], len(frames), frames.device
     before = last.repeat(horizon + 1, 1, 1)
     after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 3]])
@@ -144,7 +137,17 @@ def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: 
     flowed = (before + after) / 2 if flowed is None else flowed.transpose(0, 1).reshape(-1, *last.shape[1:])
     if doubt is not None:
         doubt = torch.cat([torch.zeros_like(before[:-b]), doubt])
-    estimates = decoder(expected, entropy, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
+    expected = scores = state = None
+    if decoder.reads_model:
+        probs, states = [], []  # per step ahead
+        with torch.no_grad():
+            for logits, state, _ in rollout_steps(model, codes, horizon):
+                probs.append(torch.softmax(logits.float(), -1))
+                states.append(state)
+            # filling: the first prediction again, with the real frame after it
+            probs, state = torch.cat([*probs, probs[0]]), torch.cat([*states, states[0]])
+            expected, scores = decoder.summarize(probs, before, flowed)
+    estimates = decoder(expected, scores, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
                         flowed, doubt)
     return estimates, truth, before
 
@@ -160,12 +163,13 @@ def decoder_loss(estimate: torch.Tensor, truth: torch.Tensor, last: torch.Tensor
 
 def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
                      stride: int) -> list[DecoderClip]:
-    """Whole-frame examples of the validation part of every video, one every context + horizon frames."""
+    """Whole-frame examples of the validation part of every video, one starting every
+    `VAL_CLIP_STRIDE` frames (overlapping, as evaluation's test clips do)."""
     span = frames_needed(cfg.horizon)
     clips = []
     for grid in grids:
         start, stop = grid.part("val")
-        for t in range(start + max(cfg.context, 2), stop - span + 1, cfg.context + cfg.horizon):
+        for t in range(start + max(cfg.context, 2), stop - span + 1, VAL_CLIP_STRIDE):
             clips.append(clip_at(grid, videos[grid.video_id], t, cfg, size, stride))
     return clips
 
