@@ -174,7 +174,7 @@ def reading_decoder(codebook, model, reads_model: bool) -> PixelDecoder:
     decoder = PixelDecoder.for_model(DecoderConfig(width=4, motion="flow"), model, codebook, SIZE, reads_model)
     torch.manual_seed(0)
     for body in (decoder.body, decoder.fill_body):
-        torch.nn.init.normal_(body[-1].weight, std=0.1)
+        torch.nn.init.normal_(body[-1].paint.weight, std=0.1)
     return decoder
 
 

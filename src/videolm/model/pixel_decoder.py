@@ -90,7 +90,6 @@ class PixelDecoder(nn.Module):
         super().__init__()
         self.cfg, self.size, self.stride, self.reads_model = cfg, size, stride, reads_model
         self.register_buffer("gray_patches", gray_patches.float())
-        cells = stride * stride  # pixels per cell
         self.motion = {"none": [], "frames": ["earlier"], "flow": ["earlier", "flowed"]}[cfg.motion]
         self.sources = ["expected"] * reads_model + ["before", "after", "flowed"]  # what the blends lean towards
         frames = len(self.sources) + ("earlier" in self.motion) + ("flowed" in self.motion)  # + the flow's doubt
