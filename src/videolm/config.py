@@ -277,9 +277,9 @@ class DecoderConfig(_Section):
     gdl_weight: float = Field(1.0, ge=0, description="weight of the gradient difference loss beside L1; 0 = L1 only")
     motion: Literal["none", "frames", "flow"] = Field(
         "flow", description="the real frames' motion the decoder sees beside the model's prediction: none; frames = "
-                            "the real frame before the last too (a warp can be learned); flow = that and, "
-                            "extrapolating, the optical-flow estimate of the frame, which is then its starting "
-                            "point (filling reads no flow)")
+                            "the real frame before the last too (a warp can be learned); flow = that and the "
+                            "optical-flow estimate of the frame (extrapolated; filling: interpolated, with where "
+                            "its two warps disagree), which is then its starting point")
     motion_weight: float = Field(4.0, ge=0, description="L1 weight of the moving pixels (those that differ from the "
                                                         "last real frame by eval.motion_threshold), beside 1 for the "
                                                         "others: copying the still background is not the easy optimum")

@@ -13,10 +13,11 @@ the same order, with the same loss and selection; no rollout is made for it.
 Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
 the background is not the easy optimum), + `gdl_weight` x gradient difference (in gray / 255).
 
-Every `val_every` steps the decoder is scored the same way on whole validation frames (clips
-of the validation part, one every `context + horizon` frames), and each task's convolutions
-(extrapolating, filling) are kept from the step best for that task by `decoder.select`: by
-default the PSNR of its frames on moving pixels.
+Before training and every `val_every` steps the decoder is scored the same way on whole
+validation frames (clips of the validation part, one starting every `VAL_CLIP_STRIDE` frames),
+and each task's convolutions (extrapolating, filling) are kept from the step best for that task
+by `decoder.select`, by default the PSNR of its frames on moving pixels; the untrained decoder
+(its base: the flow estimate with `decoder.motion=flow`) competes too.
 When the kept weights are no better there than copying the last frame (or, filling, than the
 neighbours' mean), the stage says so, and so does `metrics/decoder.json`.
 Crops are drawn as the model's are (`CodeGridDataset`): item i from a generator seeded with
