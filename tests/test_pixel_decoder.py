@@ -23,7 +23,7 @@ from videolm.model.pixel_decoder import (
     gradient_difference_loss,
     load_decoder,
 )
-from videolm.training.decoder import Best, DecoderCrops, decoded_examples, decoder_loss, train_decoder
+from videolm.training.decoder import BEATS_BY_DB, Best, DecoderCrops, decoded_examples, decoder_loss, train_decoder
 
 SIZE = 4  # the tiny codebook's patch side
 
@@ -217,6 +217,8 @@ def test_each_task_keeps_the_weights_of_its_own_best_step():
     assert fill.step == 1 and fill.weights["weight"].item() == kept
     fill.offer(metrics(9, 21, 2.0), "fill", "moving_psnr", 3, body)
     assert fill.step == 3 and fill.weights["weight"].item() == kept + 1
+    fill.offer(metrics(9, 21 + BEATS_BY_DB / 2, 2.0), "fill", "moving_psnr", 4, body)  # no better: kept
+    assert fill.step == 3
     by_loss = Best()
     for step, loss in enumerate((1.0, 0.5, 0.7), 1):
         by_loss.offer(metrics(10, 20, loss), "extrapolate", "loss", step, body)

@@ -283,14 +283,15 @@ class Best:
 
     def offer(self, metrics: dict, task: str, select: str, step: int, body: torch.nn.Module) -> None:
         """Keep `body`'s weights if `metrics` beat the best by `decoder.select`: the validation
-        loss, or the moving-pixel PSNR of `task`'s frames."""
+        loss, or the moving-pixel PSNR of `task`'s frames by more than `BEATS_BY_DB` (a later
+        step no better than that keeps the earlier, less fitted weights)."""
         if self.metrics is not None:
             if select == "loss":
                 if metrics["val_loss"] >= self.metrics["val_loss"]:
                     return
             else:
                 ours, theirs = (m[f"val_{task}_psnr_moving_decoder"] for m in (metrics, self.metrics))
-                if ours is None or (theirs is not None and ours <= theirs):
+                if ours is None or (theirs is not None and ours <= theirs + BEATS_BY_DB):
                     return
         self.weights = {k: v.clone() for k, v in body.state_dict().items()}
         self.step, self.metrics = step, metrics
