@@ -140,9 +140,11 @@ def model_share() -> str:
     e = metrics("eval")
     share = gaps("model_pixels", "pixels_without_model")
     rows = [[label, *(f"{horizon(f)[h]['psnr_moving']:.2f}" for h in horizon(f)),
-             f"{e[f'gen_psnr_moving_{f}_mean']:.2f}", f"{e[f'fill_psnr_moving_{f}']:.2f}"]
-            for f, label in (("model_pixels", "the decoder"), ("pixels_without_model", "the decoder without the model"),
-                             ("flow", "optical flow"), ("copy_last", "copy-last"))]
+             f"{e[f'gen_psnr_moving_{f}_mean']:.2f}", f"{e[f'fill_psnr_moving_{fill}']:.2f}"]
+            for f, fill, label in (("model_pixels", "model_pixels", "the decoder"),
+                                   ("pixels_without_model", "pixels_without_model", "the decoder without the model"),
+                                   ("flow", "flow", "optical flow (filling: interpolation)"),
+                                   ("copy_last", "average", "copy-last (filling: the neighbours' mean)"))]
     rows.append(["**the model's share**", *(f"**{s:+.2f}**" for s in share), f"**{sum(share) / len(share):+.2f}**",
                  f"**{e['fill_model_share_psnr_moving']:+.2f}**"])
     return table(["moving PSNR (dB)", *(f"h{h}" for h in horizon("flow")), "mean", "filling"], rows)
