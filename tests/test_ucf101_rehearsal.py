@@ -25,6 +25,7 @@ import yaml
 from videolm.codes.codebook import Codebook
 from videolm.data.samples import find_sample_files
 from videolm.model.checkpoint import Checkpoint
+from videolm.training.decoder import VAL_CLIP_STRIDE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ucf101-rehearsal"
@@ -263,7 +264,8 @@ def test_codebook_training_and_decoder_metrics(rehearsal: Rehearsal) -> None:
 
     decoder = rehearsal.metrics("decoder")
     # validation clips of 2 context + 10 frames, one every 12, in the validation videos only
-    assert decoder["val_clips"] == sum(len(range(2, n - 10 + 1, 12)) for n in rehearsal.of_part("val").values())
+    assert decoder["val_clips"] == sum(len(range(2, n - 10 + 1, VAL_CLIP_STRIDE))
+                                       for n in rehearsal.of_part("val").values())
     assert decoder["best_step_extrapolate"] == OVERRIDES["decoder.steps"] and math.isfinite(decoder["val_loss"])
 
 
