@@ -16,9 +16,9 @@ decoder sees what the model knows and what the codebook forgot:
   flow's estimate (the nearest centroid to each cell's patch): where the model and the flow
   agree, and where the model expects something neither the copy nor the flow gives,
 - and the real frames' own motion, by `decoder.motion`: `frames` adds the real frame before
-  `before` (two real frames: a warp can be learned), `flow` adds that and, extrapolating, the
-  optical-flow estimate of the frame (Farneback's: `evaluation/flow.py`); `none` gives it
-  neither.
+  `before` (two real frames: a warp can be learned), `flow` adds that and the optical-flow
+  estimate of the frame (Farneback's: `evaluation/flow.py`; extrapolated, or interpolated when
+  filling); `none` gives it neither.
 
 Extrapolating and filling are two tasks with convolutions of their own (`body`, `fill_body`),
 each kept at its own best validation step. With `flow`, filling reads the flow interpolation of
@@ -187,7 +187,7 @@ class OverlappingPaint(nn.Module):
 
     def __init__(self, width: int, outputs: int, stride: int):
         super().__init__()
-        self.outputs, self.stride = outputs, stride
+        self.stride = stride
         self.paint = nn.Conv2d(width, outputs * (2 * stride) ** 2, 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(outputs))
         nn.init.zeros_(self.paint.weight)
