@@ -12,7 +12,9 @@ stage script (which logs with DVCLive). pydantic travels as wheels: `benchmarks/
 
 What it runs, on `--device`, with the profile's params and smaller sizes:
 sample_patches, fit_codebook (Lloyd), encode (its codes checked against the CPU's on two
-videos), train (bf16 on CUDA; then one `train.processes=1` launch under torchrun, the DDP path),
+videos), train (bf16 on CUDA; then one `train.processes=1` launch under torchrun, the DDP path), the
+same training of `model.name=transformer` (its steps timed beside the rCNN's, and its frame-by-frame
+stepping on the kept keys and values checked against its full forward on the device),
 train_decoder and evaluate, each through the stage's own `main` where it has one. It writes the
 rates, the peak GPU memory of each stage and the projection into its section of `--out`.
 """
@@ -164,6 +166,23 @@ def ddp_probe(params_file: Path) -> None:
     train_model(grids, Codebook.load(params.paths.codebook), params)
 
 
+def transformer_check(grids, codebook: Codebook, params: Params, device: torch.device, timer: Timer) -> dict:
+    """Train `model.name=transformer` as the rCNN was; then on `device` score a validation clip
+    in one forward and frame by frame on the kept keys and values: the largest difference."""
+    transformer = params.model_copy(update={"model": params.model.model_copy(update={"name": "transformer"})})
+    seconds = {}
+    model, _ = timer.run("train (transformer)", lambda: train_model(grids, codebook, transformer, seconds=seconds))
+    clip = torch.from_numpy(np.asarray(grids[-1].codes[:8], np.int64))[None].to(device)
+    model.to(device).eval()
+    with torch.no_grad():
+        full, state, steps = model(clip)[0], None, []
+        for t in range(clip.shape[1]):
+            logits, _, state = model(clip[:, t:t + 1], state)
+            steps.append(logits)
+    return {"transformer_step_seconds": seconds["steps"],
+            "transformer_stepping_error": float((torch.cat(steps, 1) - full).abs().max())}
+
+
 def run_check(device_name: str, smallest: bool, seed: int = 0) -> tuple[dict, dict]:
     """Every stage on `device_name` at the check's sizes: (facts of the run, per-stage rows)."""
     size = SIZES["smallest" if smallest else "full"]
@@ -195,6 +214,7 @@ def run_check(device_name: str, smallest: bool, seed: int = 0) -> tuple[dict, di
         code = timer.run("train under torchrun", lambda: launch_torchrun(1, __file__, ["--ddp-probe", str(params_file)]))
         if code:
             raise SystemExit(f"device check: the torchrun launch failed (exit {code}); its message is above")
+        facts.update(transformer_check(grids, codebook, params, device, timer))
         for name in ("train_decoder", "evaluate"):
             timer.run(name, lambda name=name: stage(name).main(params))
         evaluated = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
@@ -242,7 +262,10 @@ def report(facts: dict, rows: dict, started: tuple[float, float, float]) -> str:
              f"{facts['steps']} training steps of {facts['batch']} crops of {facts['crop']}x{facts['crop']} cells x 8 "
              f"frames; test perplexity after it {facts['perplexity']:.2f} (a few steps: a smoke figure)",
              f"- encode's codes against the CPU's on two videos: {facts['codes_identical']:,} of "
-             f"{facts['codes_compared']:,} identical", "",
+             f"{facts['codes_compared']:,} identical",
+             f"- `model.name=transformer`, the same training: steps {facts['transformer_step_seconds']:.1f} s against "
+             f"the rCNN's {facts['train_step_seconds']:.1f} s; its scores stepped frame by frame on the kept keys and "
+             f"values differ from its full forward's by at most {facts['transformer_stepping_error']:.1e}", "",
              *table(["stage", "the check's work", "s", "rate", "peak GPU GiB", "UCF-101 (profile)", "projected min"],
                     projection(facts, rows)),
              *([] if facts["size"] != "smallest" else [

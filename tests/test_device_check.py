@@ -35,3 +35,5 @@ def test_device_check_smoke_run_on_the_cpu(tmp_path):
     compared = identical.split(" of ")[1].split()[0]
     assert identical.split(": ")[1].startswith(compared)  # n of n identical
     assert "train under torchrun" in cpu
+    stepping = next(line for line in cpu.splitlines() if "model.name=transformer" in line)
+    assert float(stepping.rsplit(" ", 1)[1]) < 1e-4  # stepping on the kept keys and values = the full forward

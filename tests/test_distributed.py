@@ -1,6 +1,7 @@
 """Training under torchrun: 2 CPU processes (gloo) follow the single-process run with the same global
 batch, only rank 0 writes, a killed 2-process run resumes to the same bytes, and the device and
-process-count params fail clearly where they cannot work."""
+process-count params fail clearly where they cannot work. The runs train the transformer (the
+model with the most parts for DDP to synchronize; the rCNN's single-process resume is test_resume's)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from videolm.training.crops import CropSampler
 from videolm.training.state import TrainState
 
 # dropout off: with it, each rank draws its own masks and the runs differ by more than rounding
-ARGS = ["model.dropout=0.0", "train.lr=0.01", "train.epochs=6", "train.steps_per_epoch=2", "train.checkpoint_every=0"]
+ARGS = ["model.name=transformer", "model.dropout=0.0", "train.lr=0.01", "train.epochs=6", "train.steps_per_epoch=2", "train.checkpoint_every=0"]
 # Two processes sum the batch's gradients in another order than one: only float rounding apart
 # after 12 Adam steps (about 1e-6 relative measured); 1e-4 leaves room, and a run that saw other
 # crops or averaged its gradients wrongly would be off by far more (the loss moves ~10% per step).

@@ -57,7 +57,8 @@ def test_every_generated_figure_is_its_files():
 
 
 def test_a_changed_metric_is_caught(tmp_path):
-    for name in ["README.md", "docs", "metrics", "plots/horizon", "benchmarks/RESULTS-heldout.md"]:
+    for name in ["README.md", "docs", "metrics", "plots/horizon", "benchmarks/RESULTS-heldout.md",
+                 "benchmarks/RESULTS-models.md", "benchmarks/RESULTS-models.json"]:
         source, target = ROOT / name, tmp_path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)

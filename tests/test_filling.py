@@ -32,13 +32,16 @@ def measured_radius(model, state: torch.Tensor, grid: torch.Tensor) -> int:
     return int(torch.maximum((moved[:, 0] - cy).abs(), (moved[:, 1] - cx).abs()).max())
 
 
-@pytest.mark.parametrize("name,layers,radius", [("rcnn", 1, 1), ("rcnn", 2, 2), ("rnn", 1, 0)])
-def test_context_radius_is_how_far_a_code_reaches(codebook, name, layers, radius):
+@pytest.mark.parametrize("name,cfg,radius", [("rcnn", {"input_layers": 1}, 1), ("rcnn", {"input_layers": 2}, 2),
+                                             ("rnn", {}, 0), ("transformer", {"layers": 2, "heads": 2}, 2)])
+def test_context_radius_is_how_far_a_code_reaches(codebook, name, cfg, radius):
     """Filling relies on `context_radius`: check it against a measurement."""
-    model = tiny_model(codebook, name, input_layers=layers)
-    grid = torch.from_numpy(moving_grid().codes[0].astype(np.int64))
+    model = tiny_model(codebook, name, **cfg)
+    codes = torch.from_numpy(moving_grid().codes[:2].astype(np.int64))
     assert model.context_radius == radius
-    assert measured_radius(model, torch.zeros(1, 8, GH, GW), grid) == radius
+    with torch.no_grad():
+        state = model(codes[None, :1])[2]  # after one frame: the transformer's kept keys and values are not zero
+    assert measured_radius(model, state, codes[1]) == radius
 
 
 @torch.no_grad()

@@ -86,9 +86,10 @@ def test_baselines_are_distributions():
     assert np.exp(-base.unigram_nll(targets)).sum() == pytest.approx(1.0)
 
 
-def test_predict_videos_matches_one_pass(codebook):
+@pytest.mark.parametrize("name", ["rcnn", "transformer"])
+def test_predict_videos_matches_one_pass(codebook, name):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
+    model = build_model(ModelConfig(name=name, embed_dim=8, hidden=8, head="tied", context_frames=3), codebook).eval()
     grid = moving_grid()
     out = list(predict_videos(model, [grid], "val", chunk=3))
     assert [t for _, t, _, _, _, _ in out] == list(range(TRAIN_END, VAL_END))
@@ -108,12 +109,13 @@ def test_predict_videos_matches_one_pass(codebook):
 
 
 @pytest.mark.bits
-def test_scores_do_not_depend_on_the_batch(codebook):
+@pytest.mark.parametrize("name", ["rcnn", "transformer"])
+def test_scores_do_not_depend_on_the_batch(codebook, name):
     """Videos scored together give the same bits as one at a time: videos of two grid sizes and
     several lengths (so batches refill, and last chunks are padded), parts that start late, a
     video with nothing to score, and `on_frame`'s terms summed in the videos' order."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="rcnn", embed_dim=8, hidden=8, head="tied"), codebook).eval()
+    model = build_model(ModelConfig(name=name, embed_dim=8, hidden=8, head="tied", context_frames=3), codebook).eval()
     grids = [moving_grid(seed, f"v{seed}", n=n, train_end=train_end, val_end=val_end)
              for seed, (n, train_end, val_end) in enumerate(((30, 18, 22), (25, 15, 20), (14, 8, 11), (1, 1, 1)))]
     grids.insert(2, moving_grid(9, "other size", n=12, shape=(GH + 1, GW), train_end=5, val_end=9))

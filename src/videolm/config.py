@@ -179,18 +179,26 @@ def shard_of(source: str, count: int) -> int:
 class ModelConfig(_Section):
     """The recurrent network over code grids; checkpoints store it (`ModelConfig(**stored)`)."""
 
-    name: Literal["rcnn", "rnn"] = Field("rcnn", description="rcnn: recurrent convolutional network; "
-                                                             "rnn: no spatial context (1x1 everywhere)")
+    name: Literal["rcnn", "rnn", "transformer"] = Field(
+        "rcnn", description="rcnn: recurrent convolutional network; rnn: no spatial context (1x1 everywhere); "
+                            "transformer: local space-time attention (model/transformer.py)")
     embed_dim: int = Field(64, ge=1, description="size of each code's embedding")
     hidden: int = Field(128, ge=1, description="feature maps of the recurrent state (paper: 128)")
-    kernel_size: int = Field(3, ge=1, description="rcnn: odd side of the spatial neighbourhood of each input "
-                                                  "convolution; the rnn model ignores it (always 1x1)")
+    kernel_size: int = Field(3, ge=1, description="odd side of the spatial neighbourhood of each rcnn input "
+                                                  "convolution, or of each transformer block's attention; the rnn "
+                                                  "model ignores it (always 1x1)")
     input_layers: int = Field(1, ge=1, description="input convolutions before the recurrence")
     nonlinearity: Literal["tanh", "relu", "sigmoid"] = Field("tanh", description="activation of every layer")
     head: Literal["independent", "tied", "atom"] = Field(
         "atom", description="output layer: independent weights, tied to the embedding, or from the centroids "
                             "(centroids)")
-    dropout: float = Field(0.3, ge=0, lt=1, description="on the features before the output layer")
+    dropout: float = Field(0.3, ge=0, lt=1, description="on the features before the output layer (transformer: "
+                                                         "and on every block's attention and MLP outputs)")
+    layers: int = Field(2, ge=1, description="transformer: blocks of time attention, space attention and MLP")
+    heads: int = Field(4, ge=1, description="transformer: attention heads (model.hidden divisible by it)")
+    context_frames: int = Field(4, ge=1, description="transformer: frames each block's time attention reads, the "
+                                                     "current one included (their keys and values are kept "
+                                                     "between steps)")
 
     @field_validator("kernel_size")
     @classmethod
@@ -198,6 +206,13 @@ class ModelConfig(_Section):
         if size % 2 == 0:
             raise PydanticCustomError("odd", "Input should be an odd number")
         return size
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.name == "transformer" and self.hidden % self.heads:
+            raise _not_allowed(f"model.hidden={self.hidden} with model.heads={self.heads}",
+                               "model.hidden must be divisible by model.heads")
+        return self
 
 
 class TrainConfig(_Section):

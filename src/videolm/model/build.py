@@ -10,15 +10,16 @@ from videolm.errors import VideoLMError
 from videolm.model.checkpoint import Checkpoint
 from videolm.model.rcnn import RCNN
 from videolm.model.rnn import RNN
+from videolm.model.transformer import SpaceTimeTransformer
 
-MODELS = {"rcnn": RCNN, "rnn": RNN}
+MODELS = {"rcnn": RCNN, "rnn": RNN, "transformer": SpaceTimeTransformer}
 
 
-def build_model(cfg: ModelConfig, codebook: Codebook) -> RCNN:
+def build_model(cfg: ModelConfig, codebook: Codebook) -> torch.nn.Module:
     return MODELS[cfg.name](cfg, codebook.k, torch.from_numpy(codebook.centroids))
 
 
-def load_model(path, codebook: Codebook) -> RCNN:
+def load_model(path, codebook: Codebook) -> torch.nn.Module:
     """Rebuild a trained model from its checkpoint, checked against the current codebook."""
     checkpoint = Checkpoint.load(path)
     if checkpoint.codebook != codebook.digest:

@@ -83,12 +83,12 @@ def expected_frame(probs: torch.Tensor, gray_patches: torch.Tensor, size: int, s
 class PixelDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, hidden: int, gray_patches: torch.Tensor, size: int, stride: int,
                  reads_model: bool = True):
-        """`hidden`: the rCNN's state channels; `gray_patches` (k, size*size) in gray levels.
+        """`hidden`: the features at each cell that lead the model's state (`state_features`); `gray_patches` (k, size*size) in gray levels.
         `reads_model` False: a decoder of the real frames and their flow alone, which reads nothing
         of the language model (its expected frame, scores and state): what the decoder makes
         without the model, so that the model's share of its frames can be measured."""
         super().__init__()
-        self.cfg, self.size, self.stride, self.reads_model = cfg, size, stride, reads_model
+        self.cfg, self.size, self.stride, self.reads_model, self.hidden = cfg, size, stride, reads_model, hidden
         self.register_buffer("gray_patches", gray_patches.float())
         self.motion = {"none": [], "frames": ["earlier"], "flow": ["earlier", "flowed"]}[cfg.motion]
         self.sources = ["expected"] * reads_model + ["before", "after", "flowed"]  # what the blends lean towards
@@ -99,9 +99,9 @@ class PixelDecoder(nn.Module):
 
     @classmethod
     def for_model(cls, cfg: DecoderConfig, model, codebook, stride: int, reads_model: bool = True) -> PixelDecoder:
-        """A decoder (untrained) for the rCNN `model` over `codebook`'s codes at patch `stride`."""
+        """A decoder (untrained) for the language `model` over `codebook`'s codes at patch `stride`."""
         gray_patches = torch.from_numpy(codebook.gray_patches().reshape(codebook.k, -1).astype(np.float32))
-        return cls(cfg, model.cfg.hidden, gray_patches, codebook.size, stride, reads_model)
+        return cls(cfg, model.state_features, gray_patches, codebook.size, stride, reads_model)
 
     def summarize(self, probs: torch.Tensor, before: torch.Tensor,
                   flowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,8 +131,9 @@ class PixelDecoder(nn.Module):
         """Gray frames (B, H', W'), H' = (H-1)s+p, from:
 
         expected (B, H', W'), scores (B, SCORES, H, W): `self.summarize` of the model's predicted
-        code distribution of the frame; state (B, C, H, W): the recurrent state it was predicted
-        from (all three None, and not read, when the decoder does not read the model);
+        code distribution of the frame; state (B, C, H, W): the model's state it was predicted
+        from, of which the first `hidden` channels are read (all three None, and not read, when the
+        decoder does not read the model);
         before, after (B, H', W'): real gray frames (0..255) around it (extrapolation: both the last one);
         ahead (B,): frames between `before` and the predicted frame; filling (B,): 1 where `after` is real;
         earlier (B, H', W'): the real frame before `before` (read with `decoder.motion` = frames and
@@ -157,7 +158,7 @@ class PixelDecoder(nn.Module):
         frames = torch.stack([given[name] for name in names], 1)  # (B, n, H', W')
         frames = F.pixel_unshuffle((frames[..., :h * s, :w * s] - GRAY_MID) / GRAY_SCALE, s)  # (B, n*s*s, H, W)
         flags = torch.stack([ahead / HORIZON_SCALE, filling], 1).float()[:, :, None, None].expand(b, 2, h, w)
-        inputs = torch.cat([frames, *([state, scores] if self.reads_model else []), flags], 1)
+        inputs = torch.cat([frames, *([state[:, :self.hidden], scores] if self.reads_model else []), flags], 1)
         blends = torch.where(fills[:, None], self.fill_body(inputs), self.body(inputs))
         *weights, correction = blends[..., :h * s, :w * s].unbind(1)  # (B, H*s, W*s) each
         crop = (slice(None), slice(None, h * s), slice(None, w * s))

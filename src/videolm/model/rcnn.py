@@ -63,11 +63,7 @@ class RCNN(nn.Module):
         self.inputs = nn.Sequential(*layers[:-1])  # the last nonlinearity is applied with the recurrence
         self.recur = nn.Conv2d(cfg.hidden, cfg.hidden, 1, bias=False)
         self.act = act()
-        if cfg.head == "independent":
-            self.out = nn.Linear(cfg.hidden, k)
-        else:
-            self.out = nn.Linear(cfg.hidden, cfg.embed_dim)
-            self.out_bias = nn.Parameter(torch.zeros(k))
+        add_output_layer(self, cfg, k)
 
     @property
     def context_radius(self) -> int:
@@ -86,10 +82,7 @@ class RCNN(nn.Module):
         step's: `head_inputs`).
         """
         feats, weight, bias, states = self.head_inputs(codes, state)
-        state = states[:, -1].permute(0, 3, 1, 2)
-        if targets is not None:
-            return None, linear_cross_entropy(feats, weight, bias, targets), state
-        return framewise.linear(feats, weight, bias), None, state  # (B, T, H, W, k)
+        return scores_or_loss(feats, weight, bias, targets) + (states[:, -1].permute(0, 3, 1, 2),)
 
     def head_inputs(self, codes: torch.Tensor, state: torch.Tensor | None = None):
         """codes (B, T, H, W) int64 -> (feats (B, T, H, W, D), weight (k, D), bias (k,), states).
@@ -116,13 +109,37 @@ class RCNN(nn.Module):
             state = self.act(x[:, step] + framewise.linear(state, recur))  # (B, H, W, C)
             states.append(state)
         states = torch.stack(states, 1)  # (B, T, H, W, C)
-        feats = dropout(states, self.cfg.dropout, self.training)
-        if self.cfg.head == "independent":  # scores = feats W^T + b
-            feats, weight, bias = feats, self.out.weight, self.out.bias  # (.., C), (k, C), (k,)
-        else:  # scores = out(feats) table^T + b
-            feats = framewise.linear(feats, self.out.weight, self.out.bias)  # (.., E)
-            weight, bias = table, self.out_bias  # (k, E), (k,)
-        return feats, weight, bias, states
+        return (*output_layer(self, dropout(states, self.cfg.dropout, self.training), table), states)
+
+    @property
+    def state_features(self) -> int:
+        """The state's channels: all of them are features at each cell (what the pixel decoder reads)."""
+        return self.cfg.hidden
+
+
+def add_output_layer(model: nn.Module, cfg: ModelConfig, k: int) -> None:
+    """The output layer of `cfg.head` from `cfg.hidden` features, as `model.out` (and `model.out_bias`)."""
+    if cfg.head == "independent":
+        model.out = nn.Linear(cfg.hidden, k)
+    else:
+        model.out = nn.Linear(cfg.hidden, cfg.embed_dim)
+        model.out_bias = nn.Parameter(torch.zeros(k))
+
+
+def output_layer(model: nn.Module, feats: torch.Tensor, table: torch.Tensor):
+    """(feats, weight, bias) of the next frame's scores `feats @ weight.T + bias` from the
+    features (..., hidden) and the code vectors `table` (k, E), by `model`'s output layer."""
+    if model.cfg.head == "independent":  # scores = feats W^T + b
+        return feats, model.out.weight, model.out.bias  # (.., C), (k, C), (k,)
+    return framewise.linear(feats, model.out.weight, model.out.bias), table, model.out_bias  # (.., E), (k, E), (k,)
+
+
+def scores_or_loss(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor | None):
+    """(logits (B, T, H, W, k), None) without `targets`; with them (None, the mean cross-entropy),
+    computed chunk by chunk without ever holding the logits (`linear_ce`)."""
+    if targets is not None:
+        return None, linear_cross_entropy(feats, weight, bias, targets)
+    return framewise.linear(feats, weight, bias), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
