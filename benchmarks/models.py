@@ -15,7 +15,7 @@ Each variant is one `dvc exp run -n models-<name> -S ...` in this workspace (DVC
 experiment: `dvc exp show`); the default rCNN's is `dvc exp run -f` (the default run again, for
 its time). What the run left in the workspace
 is read, `heldout.py`'s measures are taken on it, and the workspace is put back as the commit has
-it (`git checkout params.yaml dvc.lock`, `dvc checkout`). Rows go to `--out` (JSON beside it), and
+it (`git checkout HEAD --` params.yaml, dvc.lock and the outputs git keeps; `dvc checkout`). Rows go to `--out` (JSON beside it), and
 the table to `--out`'s markdown. Train seconds are the training steps' (the train stage's last
 line), so the machine should have nothing else running.
 """
@@ -46,9 +46,8 @@ VARIANTS = {
     "rcnn": ("time, params", "rCNN (the default)", []),
     "rnn-time": ("time", "rNN", ["model.name=rnn", "train.epochs=32"]),
     "rnn-params": ("params", "rNN, hidden 256", ["model.name=rnn", "model.hidden=256", "train.epochs=22"]),
-    "transformer-time": ("time", "transformer", ["model.name=transformer", "model.dropout=0.1", "train.epochs=11"]),
-    "transformer-params": ("params", "transformer, hidden 52", ["model.name=transformer", "model.hidden=52",
-                                                                     "model.dropout=0.1", "train.epochs=11"]),
+    "transformer": ("time, params", "transformer, hidden 52", ["model.name=transformer", "model.hidden=52",
+                                                               "model.dropout=0.1", "train.epochs=11"]),
 }
 
 
@@ -68,15 +67,17 @@ def run_variant(name: str) -> dict:
     if done.returncode:
         raise SystemExit(f"models: {name}: dvc exp run failed:\n{done.stderr[-3000:]}")
     seconds = re.search(r"\(steps (\d+) s, validation (\d+) s\)", done.stdout + done.stderr)
+    params = load_workspace_params(ROOT)
     try:
-        params = load_workspace_params(ROOT)
         t = params.train
         trained = json.loads((ROOT / params.paths.metrics / "train.json").read_text())
         evaluated = json.loads((ROOT / params.paths.metrics / "eval.json").read_text())
         curve = json.loads((ROOT / params.paths.plots / "horizon" / "model_pixels.json").read_text())
         _, held = heldout.measure(ROOT)
     finally:
-        subprocess.run(["git", "checkout", "params.yaml", "dvc.lock"], cwd=ROOT, check=True)
+        subprocess.run(["git", "reset", "-q"], cwd=ROOT, check=True)  # dvc exp run stages its files
+        in_git = [params.paths.metrics, params.paths.live, f"{params.paths.plots}/horizon"]  # outputs git keeps
+        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", *in_git], cwd=ROOT, check=True)
         subprocess.run(["dvc", "checkout", "-q"], cwd=ROOT, check=True)
     positions = trained["epochs_run"] * t.steps_per_epoch * t.batch_size * t.crop ** 2 * t.bptt
     return {"name": name, "budgets": VARIANTS[name][0], "what": VARIANTS[name][1],

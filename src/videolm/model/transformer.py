@@ -44,6 +44,8 @@ from videolm.config import ModelConfig
 from videolm.model import framewise
 from videolm.model.rcnn import CodeEmbedding, add_output_layer, dropout, output_layer, scores_or_loss
 
+SDPA_ROWS = 32_768  # queries per scaled_dot_product_attention call (CUDA kernels take at most 65,535 a launch)
+
 
 def attend(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
     """Softmax attention of each query over its L keys: q (..., heads, d); keys[i] and values[i]
@@ -52,7 +54,8 @@ def attend(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]
     independent of what else is in the batch), elsewhere `scaled_dot_product_attention`."""
     if q.device.type != "cpu":
         k, v = (torch.stack(t, -2).flatten(0, -4) for t in (keys, values))  # (N, heads, L, d)
-        return F.scaled_dot_product_attention(q.flatten(0, -3)[:, :, None], k, v)[:, :, 0].reshape(q.shape)
+        rows = zip(*(t.split(SDPA_ROWS) for t in (q.flatten(0, -3)[:, :, None], k, v)))  # the kernels' batch limit
+        return torch.cat([F.scaled_dot_product_attention(*row)[:, :, 0] for row in rows]).reshape(q.shape)
     scores = torch.stack([(q * k).sum(-1) for k in keys], -1) / math.sqrt(q.shape[-1])  # (..., heads, L)
     weights = torch.softmax(scores, -1)
     return sum(weights[..., i, None] * v for i, v in enumerate(values))
