@@ -5,19 +5,18 @@ real clips (`heldout.py`).
     python benchmarks/models.py                      # every variant below, one after the other
     python benchmarks/models.py --only transformer   # some of them (the table keeps the others' rows)
 
-Two budgets, on the default data and its params otherwise, every model trained for about the
-default rCNN's training time on this machine (`train.epochs` set by each model's measured time
-per epoch):
-- the default width of each model (`time`);
-- each model's width set so that it has about the default rCNN's parameters (`params`).
+Two budgets, on the default data and its params otherwise:
+- `time`: each model's `train.epochs` set, from its measured seconds per epoch, so that it
+  trains about as long as the default rCNN on this machine;
+- `params`: each model's width set so that it has about the default rCNN's parameters.
+A variant sized for both stands in both; the table gives the seconds each variant took.
 
 Each variant is one `dvc exp run -n models-<name> -S ...` in this workspace (DVC keeps it as an
 experiment: `dvc exp show`); the default rCNN's is `dvc exp run -f` (the default run again, for
-its time). What the run left in the workspace
-is read, `heldout.py`'s measures are taken on it, and the workspace is put back as the commit has
-it (`git checkout HEAD --` params.yaml, dvc.lock and the outputs git keeps; `dvc checkout`). Rows go to `--out` (JSON beside it), and
-the table to `--out`'s markdown. Train seconds are the training steps' (the train stage's last
-line), so the machine should have nothing else running.
+its time). What the run left in the workspace is read, `heldout.py`'s measures are taken on it, and the workspace is put back as the commit has
+it (`git checkout HEAD --` params.yaml, dvc.lock and the outputs git keeps; `dvc checkout`).
+Rows go to `--out`'s JSON beside it, and the table to `--out`. Train seconds are the training
+steps' (the train stage's last line), so the machine should have nothing else running.
 """
 
 from __future__ import annotations
