@@ -7,7 +7,8 @@ real clips (`heldout.py`).
 
 Two budgets, on the default data and its params otherwise:
 - `time`: each model's `train.epochs` set, from its measured seconds per epoch, so that it
-  trains about as long as the default rCNN on this machine;
+  trains about as long as the default rCNN on this machine (the transformer at train.lr=0.007,
+  the best of a sweep at that budget: docs/training.md; the rCNN's default 0.002 is its best);
 - `params`: each model's width set so that it has about the default rCNN's parameters.
 A variant sized for both stands in both; the table gives the seconds each variant took.
 
@@ -45,8 +46,9 @@ VARIANTS = {
     "rcnn": ("time, params", "rCNN (the default)", []),
     "rnn-time": ("time", "rNN", ["model.name=rnn", "train.epochs=32"]),
     "rnn-params": ("params", "rNN, hidden 256", ["model.name=rnn", "model.hidden=256", "train.epochs=22"]),
-    "transformer": ("time, params", "transformer, hidden 52", ["model.name=transformer", "model.hidden=52",
-                                                               "model.dropout=0.1", "train.epochs=11"]),
+    "transformer": ("time, params", "transformer, hidden 52, lr 0.007",
+                    ["model.name=transformer", "model.hidden=52", "model.dropout=0.1", "train.lr=0.007",
+                     "train.epochs=10"]),
 }
 
 
@@ -58,9 +60,9 @@ def command(name: str) -> list[str]:
     return ["dvc", "exp", "run", "-n", f"models-{name}", *(a for o in overrides for a in ("-S", o))]
 
 
-def run_variant(name: str) -> dict:
+def run_variant(name: str, branch: str) -> dict:
     """Run one variant's experiment and measure what it left in the workspace; then put the
-    workspace back as the commit has it."""
+    workspace back as the commit has it, on `branch`."""
     print(f"models: {' '.join(command(name))}", flush=True)
     done = subprocess.run(command(name), cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
@@ -78,6 +80,8 @@ def run_variant(name: str) -> dict:
         in_git = [params.paths.metrics, params.paths.live, f"{params.paths.plots}/horizon"]  # outputs git keeps
         subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", *in_git], cwd=ROOT, check=True)
         subprocess.run(["dvc", "checkout", "-q"], cwd=ROOT, check=True)
+        if current_branch() != branch:  # an interrupted dvc exp run can leave HEAD detached at the commit
+            subprocess.run(["git", "checkout", "-q", branch], cwd=ROOT, check=True)
     positions = trained["epochs_run"] * t.steps_per_epoch * t.batch_size * t.crop ** 2 * t.bptt
     return {"name": name, "budgets": VARIANTS[name][0], "what": VARIANTS[name][1],
             "command": " ".join(command(name)), "parameters": trained["parameters"],
@@ -87,6 +91,12 @@ def run_variant(name: str) -> dict:
             "psnr_moving": [curve[h - 1]["psnr_moving"] for h in HORIZONS],
             "heldout_perplexity": held["model_perplexity"], "heldout_x_copy": held["model_vs_copy_previous_perplexity"],
             "heldout_psnr_moving": held["model_pixels_psnr_moving"]}
+
+
+def current_branch() -> str | None:
+    """The branch HEAD is on; None when HEAD is detached."""
+    done = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def markdown(rows: list[dict]) -> list[str]:
@@ -109,10 +119,13 @@ def main() -> None:
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml", "dvc.lock"], cwd=ROOT).returncode:
         sys.exit("models: params.yaml or dvc.lock differ from the commit; commit or restore them first "
                  "(each variant's run is undone with git checkout)")
+    branch = current_branch()
+    if branch is None:
+        sys.exit("models: HEAD is detached; check out a branch first (each variant's run is undone onto it)")
     store = args.out.with_suffix(".json")
     rows = json.loads(store.read_text()) if store.exists() else {}
     for name in args.only:
-        rows[name] = run_variant(name)
+        rows[name] = run_variant(name, branch)
         store.write_text(json.dumps(rows, indent=1) + "\n")
     ordered = [rows[name] for name in VARIANTS if name in rows]
     args.out.write_text("# The models on one budget (`python benchmarks/models.py`)\n\n"
