@@ -14,8 +14,9 @@ A variant sized for both stands in both; the table gives the seconds each varian
 
 Each variant is one `dvc exp run -n models-<name> -S ...` in this workspace (DVC keeps it as an
 experiment: `dvc exp show`); the default rCNN's is `dvc exp run -f` (the default run again, for
-its time). What the run left in the workspace is read, `heldout.py`'s measures are taken on it, and the workspace is put back as the commit has
-it (`git checkout HEAD --` params.yaml, dvc.lock and the outputs git keeps; `dvc checkout`).
+its time). What the run left in the workspace is read, `heldout.py`'s measures are taken on it,
+and the workspace is put back as the commit has it (`git checkout HEAD --` params.yaml, dvc.lock
+and the outputs git keeps; `dvc checkout` of the outputs the cache holds).
 Rows go to `--out`'s JSON beside it, and the table to `--out`. Train seconds are the training
 steps' (the train stage's last line), so the machine should have nothing else running.
 """
@@ -79,7 +80,8 @@ def run_variant(name: str, branch: str) -> dict:
         subprocess.run(["git", "reset", "-q"], cwd=ROOT, check=True)  # dvc exp run stages its files
         in_git = [params.paths.metrics, params.paths.live, f"{params.paths.plots}/horizon"]  # outputs git keeps
         subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", *in_git], cwd=ROOT, check=True)
-        subprocess.run(["dvc", "checkout", "-q"], cwd=ROOT, check=True)
+        # --allow-missing: the commit's outputs are absent from the cache of a machine that did not make them
+        subprocess.run(["dvc", "checkout", "-q", "--allow-missing"], cwd=ROOT, check=True)
         if current_branch() != branch:  # an interrupted dvc exp run can leave HEAD detached at the commit
             subprocess.run(["git", "checkout", "-q", branch], cwd=ROOT, check=True)
     positions = trained["epochs_run"] * t.steps_per_epoch * t.batch_size * t.crop ** 2 * t.bptt
@@ -90,7 +92,16 @@ def run_variant(name: str, branch: str) -> dict:
             "x_copy": evaluated["model_vs_copy_previous_perplexity"],
             "psnr_moving": [curve[h - 1]["psnr_moving"] for h in HORIZONS],
             "heldout_perplexity": held["model_perplexity"], "heldout_x_copy": held["model_vs_copy_previous_perplexity"],
-            "heldout_psnr_moving": held["model_pixels_psnr_moving"]}
+            "heldout_psnr_moving": held["model_pixels_psnr_moving"], "cpu": cpu_name()}
+
+
+def cpu_name() -> str:
+    """The CPU's vendor and family ("AMD EPYC", "Intel Xeon"): rows run on different CPUs are
+    not compared on time, and their weights differ in the last bits (docs/reliability.md)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1] for line in info.splitlines() if line.startswith("model name")), "unknown")
+    words = re.sub(r"\(R\)|\(TM\)", "", model).split()
+    return " ".join(words[:2])
 
 
 def current_branch() -> str | None:
@@ -101,9 +112,9 @@ def current_branch() -> str | None:
 
 def markdown(rows: list[dict]) -> list[str]:
     db = lambda values: " / ".join(f"{v:.2f}" for v in values)
-    return table(["model", "budget", "parameters", "train s", "positions/s", "val ppl", "test ppl", "x copy-prev",
+    return table(["model", "budget", "CPU", "parameters", "train s", "positions/s", "val ppl", "test ppl", "x copy-prev",
                   "PSNR moving h1/h5/h10", "held-out ppl", "held-out x copy-prev", "held-out PSNR h1/h5/h10"],
-                 [[f"{r['what']}: `{r['command']}`", r["budgets"], f"{r['parameters']:,}",
+                 [[f"{r['what']}: `{r['command']}`", r["budgets"], r["cpu"], f"{r['parameters']:,}",
                    "–" if r["train_seconds"] is None else str(r["train_seconds"]),
                    "–" if r["train_seconds"] is None else f"{r['positions'] / r['train_seconds']:,.0f}",
                    f"{r['val_perplexity']:.3f}", f"{r['test_perplexity']:.3f}", f"{r['x_copy']:.3f}",

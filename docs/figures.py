@@ -174,14 +174,16 @@ def decoder_gains() -> str:
 
 def models() -> str:
     """benchmarks/RESULTS-models.md's table, as `python benchmarks/models.py` wrote it, and how
-    far each model's validation perplexity is from the best's, at what training time."""
+    far each model's validation perplexity is from the best's, at what training time (as a
+    ratio to the default's where both ran on one CPU)."""
     rows = json.loads(Path("benchmarks/RESULTS-models.json").read_text())
     default = rows["rcnn"]
     best = min(rows.values(), key=lambda r: r["val_perplexity"])
     others = sorted((r for r in rows.values() if r is not best), key=lambda r: r["val_perplexity"])
+    took = lambda r: (f"{r['train_seconds'] / default['train_seconds']:.2f}x the default's time"
+                      if r["cpu"] == default["cpu"] else f"{r['train_seconds']} s on the {r['cpu']}")
     verdict = (f"The best validation perplexity is the {best['what']}'s, {best['val_perplexity']:.3f} in "
-               f"{best['train_seconds']} s of training steps; "
+               f"{best['train_seconds']} s of training steps on the {best['cpu']}; "
                + "; ".join(f"the {r['what']}'s is {r['val_perplexity'] / best['val_perplexity'] - 1:.1%} higher "
-                           f"({r['val_perplexity']:.3f}, in {r['train_seconds'] / default['train_seconds']:.2f}x the "
-                           f"default's time)" for r in others) + ".")
+                           f"({r['val_perplexity']:.3f}, in {took(r)})" for r in others) + ".")
     return Path("benchmarks/RESULTS-models.md").read_text().split("\n", 2)[2].strip() + "\n\n" + verdict
