@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import heldout
-from report import table
+from report import cpuinfo, table
 
 from videolm.cli.workspace import load_workspace_params
 
@@ -98,9 +98,7 @@ def run_variant(name: str, branch: str) -> dict:
 def cpu_name() -> str:
     """The CPU's vendor and family ("AMD EPYC", "Intel Xeon"): rows run on different CPUs are
     not compared on time, and their weights differ in the last bits (docs/reliability.md)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1] for line in info.splitlines() if line.startswith("model name")), "unknown")
-    words = re.sub(r"\(R\)|\(TM\)", "", model).split()
+    words = re.sub(r"\(R\)|\(TM\)", "", cpuinfo("model name") or "unknown").split()
     return " ".join(words[:2])
 
 

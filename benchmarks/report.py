@@ -35,6 +35,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in rows)]
 
 
+def cpuinfo(field: str) -> str:
+    """The first value of `field` ("model name", "flags") in /proc/cpuinfo; "" where there is none."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    return next((l.split(":", 1)[1].strip() for l in info if l.startswith(field)), "")
+
+
 def machine(libraries: list[str], load_at_start: tuple[float, float, float]) -> list[str]:
     """The machine's facts, a line each: the CPU (model, the flags of `CPU_FLAGS` it has, the
     cores this process may use) and memory; torch (its default threads), numpy and `libraries`
@@ -42,12 +48,10 @@ def machine(libraries: list[str], load_at_start: tuple[float, float, float]) -> 
     at `load_at_start` and now (how idle the machine was); the GPU; Python and the OS."""
     import torch  # here, not at the top: the drill's own process has no use for it otherwise
 
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    line = lambda prefix: next((l.split(":", 1)[1].strip() for l in info if l.startswith(prefix)), "")
-    flags = " ".join(f for f in CPU_FLAGS if f in line("flags").split())
+    flags = " ".join(f for f in CPU_FLAGS if f in cpuinfo("flags").split())
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     load = lambda values: ", ".join(f"{x:.2f}" for x in values)
-    return [f"CPU: {line('model name') or 'unknown'}; CPU cores (affinity): {len(os.sched_getaffinity(0))}; "
+    return [f"CPU: {cpuinfo('model name') or 'unknown'}; CPU cores (affinity): {len(os.sched_getaffinity(0))}; "
             f"flags: {flags or 'unknown'}; memory {memory:.1f} GiB",
             "; ".join([f"torch {torch.__version__}, {torch.get_num_threads()} threads by default",
                        f"numpy {np.__version__}", *libraries]),
