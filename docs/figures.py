@@ -16,6 +16,7 @@ from pathlib import Path
 METHODS = {  # plots/horizon/<file>.json -> the name a table gives it
     "model": "model", "model_pixels": "model_pixels", "pixels_without_model": "pixels_without_model",
     "copy_last": "copy last", "copy_last_codes": "copy last (codes)", "flow": "flow", "codebook": "codebook (ceiling)"}
+TIME_MARGIN = 0.2  # the models table: a row within this share of the default's training time is within its budget
 
 
 @cache
@@ -172,6 +173,22 @@ def decoder_gains() -> str:
             f"({e['fill_psnr_model_pixels']:.2f} against {e['fill_psnr_average']:.2f}).")
 
 
+def readme_models() -> str:
+    """The README's sentence on the transformer and the rNN against the default rCNN, from
+    benchmarks/RESULTS-models.json: at the default's training time, and at the transformer's own budget."""
+    rows = json.loads(Path("benchmarks/RESULTS-models.json").read_text())
+    default, at_time, longer = rows["rcnn"], rows["transformer-time"], rows["transformer"]
+    rnn = min((r for name, r in rows.items() if name.startswith("rnn")), key=lambda r: r["val_perplexity"])
+    ahead = lambda r: "leads" if r["val_perplexity"] < default["val_perplexity"] else "trails"
+    return (f"A space-time transformer over the same codes (`model.name=transformer`) {ahead(at_time)} the default "
+            f"rCNN on validation at the rCNN's training time ({at_time['val_perplexity']:.3f} against "
+            f"{default['val_perplexity']:.3f}, on one {default['cpu']}), so the rCNN stays the default; given "
+            f"{longer['train_seconds'] / default['train_seconds']:.2f}x that time it {ahead(longer)} "
+            f"({longer['val_perplexity']:.3f}), and its test perplexity is {longer['x_copy']:.3f}x copy-previous "
+            f"against the rCNN's {default['x_copy']:.3f}x. The rNN {ahead(rnn)} the rCNN at its best "
+            f"({rnn['val_perplexity']:.3f}; [the models](docs/results.md#the-models-on-one-budget)).")
+
+
 def models() -> str:
     """benchmarks/RESULTS-models.md's table, as `python benchmarks/models.py` wrote it, and how
     far each model's validation perplexity is from the best's, at what training time (as a
@@ -186,4 +203,12 @@ def models() -> str:
                f"{best['train_seconds']} s of training steps on the {best['cpu']}; "
                + "; ".join(f"the {r['what']}'s is {r['val_perplexity'] / best['val_perplexity'] - 1:.1%} higher "
                            f"({r['val_perplexity']:.3f}, in {took(r)})" for r in others) + ".")
-    return Path("benchmarks/RESULTS-models.md").read_text().split("\n", 2)[2].strip() + "\n\n" + verdict
+    in_time = [r for r in rows.values() if r["cpu"] == default["cpu"]
+               and abs(r["train_seconds"] / default["train_seconds"] - 1) <= TIME_MARGIN]
+    fastest = min(in_time, key=lambda r: r["val_perplexity"])
+    rule = (f"Within the default's training time (±{TIME_MARGIN:.0%}: {default['train_seconds'] * (1 - TIME_MARGIN):.0f} "
+            f"to {default['train_seconds'] * (1 + TIME_MARGIN):.0f} s on the {default['cpu']}) the best on validation is "
+            + ("the default." if fastest is default else
+               f"the {fastest['what']}, {1 - fastest['val_perplexity'] / default['val_perplexity']:.1%} under the "
+               f"default's."))
+    return Path("benchmarks/RESULTS-models.md").read_text().split("\n", 2)[2].strip() + "\n\n" + verdict + " " + rule
