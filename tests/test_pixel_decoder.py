@@ -92,7 +92,7 @@ def frames_files(tmp_path, codebook, grids):
     return videos
 
 
-CFG = DecoderConfig(width=8, steps=30, batch_size=4, crop=4, context=2, horizon=2, lr=3e-3, val_every=10,
+CFG = DecoderConfig(width=8, steps=30, batch_size=4, crop=4, context=2, horizon=2, fills=1, lr=3e-3, val_every=10,
                     motion="frames")
 
 
@@ -111,8 +111,8 @@ def test_decoder_training_learns_and_is_repeatable(tmp_path, codebook):
     codes, frames = torch.stack([c.codes for c in batch]), torch.stack([c.frames for c in batch])
     untrained = PixelDecoder.for_model(CFG, model, codebook, SIZE)
     with torch.no_grad():
-        before = decoder_loss(*decoded_examples(model, untrained, codes, frames, None, CFG.horizon), CFG, 10)
-        after = decoder_loss(*decoded_examples(model, decoder, codes, frames, None, CFG.horizon), CFG, 10)
+        before = decoder_loss(*decoded_examples(model, untrained, codes, frames, None, CFG.horizon, CFG.fills), CFG, 10)
+        after = decoder_loss(*decoded_examples(model, decoder, codes, frames, None, CFG.horizon, CFG.fills), CFG, 10)
     assert after < 0.9 * before  # the texture moves one cell per frame: a decoder that reads the model learns it
     again, _ = train_decoder(model, grids, videos, codebook, SIZE, CFG, seed=0, motion_threshold=10)
     assert all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), again.state_dict().values()))
@@ -133,14 +133,40 @@ def test_decoder_is_the_same_with_crops_and_flow_made_in_loader_workers(tmp_path
 def test_flow_crops_carry_the_flow_estimates(tmp_path, codebook):
     grids = [moving_grid(0, "a")]
     videos = frames_files(tmp_path, codebook, grids)
-    cfg = CFG.model_copy(update={"motion": "flow"})
+    cfg = CFG.model_copy(update={"motion": "flow", "fills": 2})
     clip = DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[3]
     frames = clip.frames.numpy()
-    assert clip.flowed.shape == (cfg.horizon + 1, 16, 16) and clip.doubt.shape == (16, 16)
-    np.testing.assert_allclose(clip.flowed[:-1].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
-    between, doubt = interpolation_with_doubt(frames[1], frames[3])  # the first predicted frame, filled
-    np.testing.assert_allclose(clip.flowed[-1].numpy(), interpolate_flow(frames[1], frames[3]), rtol=1e-6)
-    np.testing.assert_allclose(clip.doubt.numpy(), doubt)
+    assert clip.flowed.shape == (cfg.horizon + cfg.fills, 16, 16) and clip.doubt.shape == (cfg.fills, 16, 16)
+    np.testing.assert_allclose(clip.flowed[:cfg.horizon].numpy(), extrapolate_flow(frames[0], frames[1], cfg.horizon))
+    for j in range(cfg.fills):  # predicted frame j, filled between its real neighbours
+        between, doubt = interpolation_with_doubt(frames[1 + j], frames[3 + j])
+        np.testing.assert_allclose(clip.flowed[cfg.horizon + j].numpy(), interpolate_flow(frames[1 + j], frames[3 + j]),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(clip.doubt[j].numpy(), doubt)
+
+
+def test_every_filled_frame_is_read_between_its_own_neighbours_and_from_the_frames_before_it(tmp_path, codebook):
+    """An untrained decoder without motion fills with the neighbours' mean: filled frame j is
+    scored against true frame j between real frames j - 1 and j + 1, and the model's prediction
+    of it is the one from the context frames just before it."""
+    grids = [moving_grid(0, "a")]
+    videos = frames_files(tmp_path, codebook, grids)
+    cfg = CFG.model_copy(update={"motion": "none", "fills": 3})
+    clips = [DecoderCrops(grids, videos, cfg, SIZE, SIZE, seed=0)[i] for i in range(2)]
+    codes, frames = torch.stack([c.codes for c in clips]), torch.stack([c.frames for c in clips])
+    model, seen = tiny_model(codebook), []
+    model.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        estimates, truths, befores = decoded_examples(model, PixelDecoder.for_model(cfg, model, codebook, SIZE), codes,
+                                                      frames, None, cfg.horizon, cfg.fills)
+    assert estimates.shape[0] == (cfg.horizon + cfg.fills) * 2
+    for j in range(cfg.fills):
+        rows = slice((cfg.horizon + j) * 2, (cfg.horizon + j + 1) * 2)
+        torch.testing.assert_close(truths[rows], frames[:, 2 + j])
+        torch.testing.assert_close(befores[rows], frames[:, 1 + j])
+        torch.testing.assert_close(estimates[rows], (frames[:, 1 + j] + frames[:, 3 + j]) / 2)
+    windows = seen[-1]  # the filled frames' predictions: every crop's window j, window after window
+    assert torch.equal(windows, torch.cat([codes[:, j:j + cfg.context] for j in range(cfg.fills)]))
 
 
 def test_a_decoder_that_only_copies_is_reported(tmp_path, codebook, caplog):

@@ -284,10 +284,13 @@ class DecoderConfig(_Section):
     width: int = Field(64, ge=1, description="feature maps of the decoder's convolutions")
     steps: int = Field(600, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="crops per step (each gives `horizon` extrapolated frames and "
-                                                 "one filled frame)")
+                                                 "`fills` filled ones)")
     crop: int = Field(12, ge=1, description="side of the random spatial crop, in code cells")
     context: int = Field(2, ge=1, description="real frames the model sees before it rolls out (as eval.context)")
     horizon: int = Field(10, ge=1, description="frames rolled out per crop (as eval.horizon)")
+    fills: int = Field(4, ge=1, description="frames filled per crop, one after the other from the first predicted "
+                                            "one, each between its real neighbours and predicted by the model from "
+                                            "the `context` real frames before it (as evaluate fills)")
     lr: float = Field(2e-3, gt=0, le=FLOAT32_MAX, description="Adam learning rate (the peak of a cosine schedule)")
     gdl_weight: float = Field(1.0, ge=0, description="weight of the gradient difference loss beside L1; 0 = L1 only")
     motion: Literal["none", "frames", "flow"] = Field(

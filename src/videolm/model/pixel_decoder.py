@@ -83,7 +83,8 @@ def expected_frame(probs: torch.Tensor, gray_patches: torch.Tensor, size: int, s
 class PixelDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, hidden: int, gray_patches: torch.Tensor, size: int, stride: int,
                  reads_model: bool = True):
-        """`hidden`: the features at each cell that lead the model's state (`state_features`); `gray_patches` (k, size*size) in gray levels.
+        """`hidden`: the features at each cell that lead the model's state (`state_features`);
+        `gray_patches` (k, size*size) in gray levels.
         `reads_model` False: a decoder of the real frames and their flow alone, which reads nothing
         of the language model (its expected frame, scores and state): what the decoder makes
         without the model, so that the model's share of its frames can be measured."""
@@ -243,7 +244,8 @@ def decode_prediction(decoder: PixelDecoder, logits: torch.Tensor, state: torch.
     if decoder.reads_model:
         expected, scores = decoder.summarize(torch.softmax(logits.float(), -1), _batch_of_one(before, device),
                                              _batch_of_one(flowed, device))
-    frame = decoder(expected, scores, state if decoder.reads_model else None, *(_batch_of_one(f, device) for f in (before, after)),
+    frame = decoder(expected, scores, state if decoder.reads_model else None,
+                    *(_batch_of_one(f, device) for f in (before, after)),
                     torch.tensor([float(ahead)], device=device),
                     torch.tensor([filling], device=device),
                     *(_batch_of_one(f, device) for f in (earlier, flowed)),

@@ -26,10 +26,11 @@ expand it alike: its first `hidden` channels are the last block's features at ev
 the pixel decoder reads, `state_features`), then each layer's kept keys and values of the last
 `context_frames - 1` frames. Zeros are the state before a clip's first frame.
 
-On the CPU without gradients (scoring, generation: every pass whose bits are compared) every
-product covers one frame (`framewise`) and attention is a per-cell sum, so a video's scores do
-not depend on what shares its batch; otherwise attention runs `scaled_dot_product_attention`
-(on CUDA flash attention where it applies; under train.precision=bf16 autocast).
+On the CPU attention is a sum over each cell's few keys (faster there than the library's
+kernel), and without gradients (scoring, generation: every pass whose bits are compared) every
+product covers one frame (`framewise`), so a video's scores do not depend on what shares its
+batch. On CUDA attention runs `scaled_dot_product_attention` (flash attention where it applies;
+under train.precision=bf16 autocast).
 """
 
 from __future__ import annotations

@@ -4,10 +4,13 @@ The model is frozen. Each training example is a random crop of a training video:
 sees `decoder.context` real code grids, then rolls out `decoder.horizon` grids feeding back
 its argmax codes (what `evaluate` does), and at every step the decoder turns the predicted
 distribution and state, with the last real frame, into pixels, scored against the true
-frames. The first step is also used for filling: the same prediction with the real frame after
-it as `after`. With `decoder.motion=flow` each example also carries the optical-flow estimates
-of its extrapolated frames (Farneback on the crop's two last real frames) and of its filled one
-(interpolated between its two real neighbours).
+frames. The same crop also gives `decoder.fills` filled frames: the first predicted frame and
+the ones after it, each predicted by the model from the `decoder.context` real frames before it
+and given the real frames on either side (what `evaluate` fills), so that filling, which
+`evaluate` measures once a clip, learns from as many frames as the crops hold. With
+`decoder.motion=flow` each example also carries the optical-flow estimates of its extrapolated
+frames (Farneback on the crop's two last real frames) and of its filled ones (each interpolated
+between its two real neighbours).
 A decoder that does not read the model (`reads_model=False`) is trained on the same crops in
 the same order, with the same loss and selection; no rollout is made for it.
 Loss: L1, the moving pixels weighted `motion_weight` times more than still ones (so that copying
@@ -55,11 +58,12 @@ VAL_CLIP_STRIDE = 4  # frames between validation clips' starts (the default eval
 
 @dataclass
 class DecoderClip:
-    """Codes (context, H, W) before a prediction; the true frames (2 + span, H', W'): the two last
-    real frames, then the `span` frames after them; and, with `decoder.motion=flow`, the flow
-    estimates (horizon + 1, H', W'): the `horizon` frames after them extrapolated, then the first
-    of them interpolated between its real neighbours, and that interpolation's doubt (H', W')
-    (else None)."""
+    """Codes (context + fills - 1, H, W): the real grids before the first prediction, and those after
+    it that the later filled frames are predicted from; the true frames (2 + span, H', W'): the two
+    last real frames before the prediction, then the `span` frames after them; and, with
+    `decoder.motion=flow`, the flow estimates (horizon + fills, H', W'): the `horizon` frames after
+    them extrapolated, then the first `fills` of them each interpolated between its real
+    neighbours, and those interpolations' doubt (fills, H', W') (else None)."""
 
     codes: torch.Tensor
     frames: torch.Tensor
@@ -67,9 +71,10 @@ class DecoderClip:
     doubt: torch.Tensor | None
 
 
-def frames_needed(horizon: int) -> int:
-    """Frames after the last real one that an example scores: the horizon, and at least the two of filling."""
-    return max(horizon, 2)
+def frames_needed(cfg: DecoderConfig) -> int:
+    """Frames after the last real one that an example reads: the horizon, and the filled frames
+    with the real frame after the last of them."""
+    return max(cfg.horizon, cfg.fills + 1)
 
 
 class DecoderCrops:
@@ -77,12 +82,13 @@ class DecoderCrops:
 
     def __init__(self, grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg: DecoderConfig, size: int,
                  stride: int, seed: int):
-        span = frames_needed(cfg.horizon)
+        span = frames_needed(cfg)
         first = max(cfg.context, 2)  # two real frames before the prediction
         ranges = [(g, first, g.train_end - span + 1) for g in grids if g.train_end - span + 1 > first]
         if not ranges:
-            raise VideoLMError(f"no video has max(decoder.context, 2) + max(decoder.horizon, 2) = {first + span} "
-                               f"training frames (lower decoder.context or decoder.horizon)")
+            raise VideoLMError(f"no video has max(decoder.context, 2) + max(decoder.horizon, decoder.fills + 1) = "
+                               f"{first + span} training frames (lower decoder.context, decoder.horizon or "
+                               f"decoder.fills)")
         self.positions = CropPositions(ranges, cfg.crop, by_area=False)
         self.crop = self.positions.crop
         self.videos, self.cfg, self.size, self.stride, self.seed = videos, cfg, size, stride, seed
@@ -105,51 +111,55 @@ def clip_at(grid: CodeGrid, video: VideoFrames, t: int, cfg: DecoderConfig, size
             cells: tuple[slice, slice] = (slice(None), slice(None))) -> DecoderClip:
     """The example whose first predicted frame is `t`, over the code cells `cells` (all by default)."""
     ys, xs = (range(grid.codes.shape[1 + d])[c] for d, c in enumerate(cells))
-    codes = grid.codes[t - cfg.context:t, ys.start:ys.stop, xs.start:xs.stop].astype(np.int64)
+    codes = grid.codes[t - cfg.context:t + cfg.fills - 1, ys.start:ys.stop, xs.start:xs.stop].astype(np.int64)
     pixels = (slice(ys.start * stride, (ys.stop - 1) * stride + size),
               slice(xs.start * stride, (xs.stop - 1) * stride + size))
     start = max(t - 2, 0)  # the frame before the last real one (the last itself at a video's start)
-    frames = video.read(start, t + frames_needed(cfg.horizon))[:, pixels[0], pixels[1]].astype(np.float32)
+    frames = video.read(start, t + frames_needed(cfg))[:, pixels[0], pixels[1]].astype(np.float32)
     if start == t - 1:
         frames = np.concatenate([frames[:1], frames])
     flowed = doubt = None
     if cfg.motion == "flow":
-        between, doubt = interpolation_with_doubt(frames[1], frames[3])
-        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon), between[None]]))
-        doubt = torch.from_numpy(doubt)
+        between, doubt = zip(*(interpolation_with_doubt(frames[1 + j], frames[3 + j]) for j in range(cfg.fills)))
+        flowed = torch.from_numpy(np.concatenate([extrapolate_flow(frames[0], frames[1], cfg.horizon), between]))
+        doubt = torch.from_numpy(np.stack(doubt))
     return DecoderClip(torch.from_numpy(codes), torch.from_numpy(frames), flowed, doubt)
 
 
 def decoded_examples(model, decoder: PixelDecoder, codes: torch.Tensor, frames: torch.Tensor,
-                     flowed: torch.Tensor | None, horizon: int,
+                     flowed: torch.Tensor | None, horizon: int, fills: int,
                      doubt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(estimates, truths, lasts), each (B * (horizon + 1), H', W'): the decoder's frames for the
-    `horizon` rolled-out predictions after `codes` (B, context, H, W), then for filling the first
-    one, against the true `frames` (B, 2 + span, H', W'), and the last real frame before each;
-    `flowed` (B, horizon + 1, H', W') are the frames' flow estimates and `doubt` (B, H', W') the
-    filled frame's flow doubt (None: not read)."""
-    earlier, last, b, device = frames[:, 0], frames[:, 1], len(frames), frames.device
-    before = last.repeat(horizon + 1, 1, 1)
-    after = torch.cat([last.repeat(horizon, 1, 1), frames[:, 3]])
+    """(estimates, truths, befores), each ((horizon + fills) * B, H', W'), step by step: the
+    decoder's frames for the `horizon` rolled-out predictions after the first context frames of
+    `codes` (B, context + fills - 1, H, W), then for filling the first `fills` predicted frames,
+    each predicted from the context frames before it; against the true `frames` (B, 2 + span, H',
+    W'), and the real frame before each. `flowed` (B, horizon + fills, H', W') are the frames'
+    flow estimates and `doubt` (B, fills, H', W') the filled frames' flow doubt (None: not read)."""
+    b, device, context = len(frames), frames.device, codes.shape[1] - fills + 1
+    by_step = lambda x: x.transpose(0, 1).reshape(-1, *x.shape[2:])  # (B, n, ...) -> (n * B, ...)
+    last = frames[:, 1]
+    before = torch.cat([last.repeat(horizon, 1, 1), by_step(frames[:, 1:1 + fills])])
+    after = torch.cat([last.repeat(horizon, 1, 1), by_step(frames[:, 3:3 + fills])])
+    earlier = torch.cat([frames[:, 0].repeat(horizon, 1, 1), by_step(frames[:, :fills])])
     ahead = torch.cat([torch.arange(1, horizon + 1, device=device).float().repeat_interleave(b),
-                       torch.ones(b, device=device)])
-    filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b, device=device)])
-    truth = torch.cat([frames[:, 2:horizon + 2].transpose(0, 1).reshape(-1, *last.shape[1:]), frames[:, 2]])
-    flowed = (before + after) / 2 if flowed is None else flowed.transpose(0, 1).reshape(-1, *last.shape[1:])
+                       torch.ones(b * fills, device=device)])
+    filling = torch.cat([torch.zeros(b * horizon, device=device), torch.ones(b * fills, device=device)])
+    truth = torch.cat([by_step(frames[:, 2:horizon + 2]), by_step(frames[:, 2:2 + fills])])
+    flowed = (before + after) / 2 if flowed is None else by_step(flowed)
     if doubt is not None:
-        doubt = torch.cat([torch.zeros_like(before[:-b]), doubt])
+        doubt = torch.cat([torch.zeros_like(before[:b * horizon]), by_step(doubt)])
     expected = scores = state = None
     if decoder.reads_model:
-        probs, states = [], []  # per step ahead
+        probs, states = [], []  # per step ahead, then the filled frames
         with torch.no_grad():
-            for logits, state, _ in rollout_steps(model, codes, horizon):
+            for logits, state, _ in rollout_steps(model, codes[:, :context], horizon):
                 probs.append(torch.softmax(logits.float(), -1))
                 states.append(state)
-            # filling: the first prediction again, with the real frame after it
-            probs, state = torch.cat([*probs, probs[0]]), torch.cat([*states, states[0]])
+            # filling: each filled frame predicted from the real frames before it
+            logits, _, state = model(torch.cat([codes[:, j:j + context] for j in range(fills)]))
+            probs, state = torch.cat([*probs, torch.softmax(logits[:, -1].float(), -1)]), torch.cat([*states, state])
             expected, scores = decoder.summarize(probs, before, flowed)
-    estimates = decoder(expected, scores, state, before, after, ahead, filling, earlier.repeat(horizon + 1, 1, 1),
-                        flowed, doubt)
+    estimates = decoder(expected, scores, state, before, after, ahead, filling, earlier, flowed, doubt)
     return estimates, truth, before
 
 
@@ -166,7 +176,7 @@ def validation_clips(grids: list[CodeGrid], videos: dict[str, VideoFrames], cfg:
                      stride: int) -> list[DecoderClip]:
     """Whole-frame examples of the validation part of every video, one starting every
     `VAL_CLIP_STRIDE` frames (overlapping, as evaluation's test clips do)."""
-    span = frames_needed(cfg.horizon)
+    span = frames_needed(cfg)
     clips = []
     for grid in grids:
         start, stop = grid.part("val")
@@ -190,15 +200,16 @@ def validate(model, decoder: PixelDecoder, clips: list[DecoderClip], cfg: Decode
     device = decoder.gray_patches.device
     for clip in clips:
         flowed, doubt = (None if t is None else t[None].to(device) for t in (clip.flowed, clip.doubt))
-        estimates, truths, lasts = decoded_examples(model, decoder, clip.codes[None].to(device),
-                                                    clip.frames[None].to(device), flowed, cfg.horizon, doubt)
-        loss += float(decoder_loss(estimates, truths, lasts, cfg, motion_threshold))
-        last, after = clip.frames[1].numpy(), clip.frames[3].numpy()
-        for i, (estimate, truth) in enumerate(zip(estimates.cpu().numpy(), truths.cpu().numpy())):
-            what = "fill" if i == cfg.horizon else "extrapolate"
-            moving = moving_mask(truth, last, motion_threshold)
+        estimates, truths, befores = decoded_examples(model, decoder, clip.codes[None].to(device),
+                                                      clip.frames[None].to(device), flowed, cfg.horizon, cfg.fills,
+                                                      doubt)
+        loss += float(decoder_loss(estimates, truths, befores, cfg, motion_threshold))
+        for i, (estimate, truth, before) in enumerate(zip(*(t.cpu().numpy() for t in (estimates, truths, befores)))):
+            what = "fill" if i >= cfg.horizon else "extrapolate"
+            moving = moving_mask(truth, before, motion_threshold)
             pools[what, "decoder"].add(truth, estimate, moving)
-            pools[what, baseline[what]].add(truth, last if what == "extrapolate" else (last + after) / 2, moving)
+            after = clip.frames[3 + i - cfg.horizon].numpy() if what == "fill" else before
+            pools[what, baseline[what]].add(truth, (before + after) / 2, moving)
             if flows:
                 pools[what, "flow"].add(truth, clip.flowed[i].numpy(), moving)
     metrics: dict[str, float | None] = {"val_loss": loss / len(clips)}
@@ -224,8 +235,8 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
     crops = DecoderCrops(grids, videos, cfg, codebook.size, stride, seed)
     val = validation_clips(grids, videos, cfg, codebook.size, stride)
     if not val:
-        log.warning(f"no validation stretch has decoder.context + max(decoder.horizon, 2) = "
-                    f"{cfg.context + frames_needed(cfg.horizon)} frames: the last weights are kept, unvalidated")
+        log.warning(f"no validation stretch has decoder.context + max(decoder.horizon, decoder.fills + 1) = "
+                    f"{cfg.context + frames_needed(cfg)} frames: the last weights are kept, unvalidated")
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     scheduler = lr_schedule(optimizer, cfg.steps)
     best = {task: Best() for task in TASKS}  # each body's best weights, by its own task's validation
@@ -243,7 +254,7 @@ def train_decoder(model, grids: list[CodeGrid], videos: dict[str, VideoFrames], 
         batch = next(batches)
         flowed, doubt = (None if t is None else t.to(device) for t in (batch.flowed, batch.doubt))
         examples = decoded_examples(model, decoder, batch.codes.to(device), batch.frames.to(device), flowed,
-                                    cfg.horizon, doubt)
+                                    cfg.horizon, cfg.fills, doubt)
         loss = decoder_loss(*examples, cfg, motion_threshold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
