@@ -199,9 +199,9 @@ def models() -> str:
     others = sorted((r for r in rows.values() if r is not best), key=lambda r: r["val_perplexity"])
     took = lambda r: (f"{r['train_seconds'] / default['train_seconds']:.2f}x the default's time"
                       if r["cpu"] == default["cpu"] else f"{r['train_seconds']} s on the {r['cpu']}")
-    verdict = (f"The best validation perplexity is the {best['what']}'s, {best['val_perplexity']:.3f} in "
+    verdict = (f"The best validation perplexity is {best['val_perplexity']:.3f}, by the {best['what']} in "
                f"{best['train_seconds']} s of training steps on the {best['cpu']}; "
-               + "; ".join(f"the {r['what']}'s is {r['val_perplexity'] / best['val_perplexity'] - 1:.1%} higher "
+               + "; ".join(f"{r['val_perplexity'] / best['val_perplexity'] - 1:.1%} higher: the {r['what']} "
                            f"({r['val_perplexity']:.3f}, in {took(r)})" for r in others) + ".")
     in_time = [r for r in rows.values() if r["cpu"] == default["cpu"]
                and abs(r["train_seconds"] / default["train_seconds"] - 1) <= TIME_MARGIN]
