@@ -43,17 +43,15 @@ from videolm.cli.workspace import load_workspace_params
 ROOT = Path(__file__).resolve().parents[1]
 HORIZONS = heldout.HORIZONS
 
+TRANSFORMER = ["model.name=transformer", "model.hidden=52", "model.dropout=0.1", "train.lr=0.007"]  # the transformer at both budgets
+
 # name: (budgets it stands in, what it is, dvc exp run's -S overrides)
 VARIANTS = {
     "rcnn": ("time, params", "rCNN (the default)", []),
     "rnn-time": ("time", "rNN", ["model.name=rnn", "train.epochs=32"]),
     "rnn-params": ("params", "rNN, hidden 256", ["model.name=rnn", "model.hidden=256", "train.epochs=22"]),
-    "transformer-time": ("time", "transformer, hidden 52, lr 0.007, 8 epochs",
-                         ["model.name=transformer", "model.hidden=52", "model.dropout=0.1", "train.lr=0.007",
-                          "train.epochs=8"]),
-    "transformer": ("params", "transformer, hidden 52, lr 0.007, 10 epochs",
-                    ["model.name=transformer", "model.hidden=52", "model.dropout=0.1", "train.lr=0.007",
-                     "train.epochs=10"]),
+    "transformer-time": ("time", "transformer, hidden 52, lr 0.007, 8 epochs", [*TRANSFORMER, "train.epochs=8"]),
+    "transformer": ("params", "transformer, hidden 52, lr 0.007, 10 epochs", [*TRANSFORMER, "train.epochs=10"]),
 }
 
 

@@ -173,10 +173,16 @@ def decoder_gains() -> str:
             f"({e['fill_psnr_model_pixels']:.2f} against {e['fill_psnr_average']:.2f}).")
 
 
+@cache
+def model_rows() -> dict[str, dict]:
+    """benchmarks/RESULTS-models.json: the models table's rows by variant, as `benchmarks/models.py` wrote them."""
+    return json.loads(Path("benchmarks/RESULTS-models.json").read_text())
+
+
 def readme_models() -> str:
     """The README's sentence on the transformer and the rNN against the default rCNN, from
     benchmarks/RESULTS-models.json: at the default's training time, and at the transformer's own budget."""
-    rows = json.loads(Path("benchmarks/RESULTS-models.json").read_text())
+    rows = model_rows()
     default, at_time, longer = rows["rcnn"], rows["transformer-time"], rows["transformer"]
     rnn = min((r for name, r in rows.items() if name.startswith("rnn")), key=lambda r: r["val_perplexity"])
     ahead = lambda r: "leads" if r["val_perplexity"] < default["val_perplexity"] else "trails"
@@ -193,7 +199,7 @@ def models() -> str:
     """benchmarks/RESULTS-models.md's table, as `python benchmarks/models.py` wrote it, and how
     far each model's validation perplexity is from the best's, at what training time (as a
     ratio to the default's where both ran on one CPU)."""
-    rows = json.loads(Path("benchmarks/RESULTS-models.json").read_text())
+    rows = model_rows()
     default = rows["rcnn"]
     best = min(rows.values(), key=lambda r: r["val_perplexity"])
     others = sorted((r for r in rows.values() if r is not best), key=lambda r: r["val_perplexity"])
